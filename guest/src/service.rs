@@ -1,0 +1,220 @@
+//! The exported operations, as plain Rust over any [`Vault`].
+//!
+//! Write order: a set stores the new value first, then the key record, then
+//! the index, and deletes pruned values last; a delete drops the index entry
+//! and key record before the values. A failure half-way therefore leaves the
+//! previous state readable even on a vault without transactions (the host
+//! makes each call one transaction on top of that).
+
+use crate::layout;
+use crate::limits::Limits;
+use crate::model::{Error, Mount, Secret, SecretMeta, SecretType, SetRequest, Vault};
+use crate::records::{self, FORMAT, IndexEntry, IndexRecord, KeyRecord, VersionRecord};
+use crate::{registry, tls, validate};
+
+/// Path of the merged Docker config among the mounts (a key cannot start
+/// with '.', so no key's mount can collide with it).
+pub const DOCKER_CONFIG_PATH: &str = ".docker/config.json";
+/// Mode of mounted secret files: readable by the owner only.
+pub const MODE_PRIVATE: u32 = 0o400;
+/// Mode of mounted certificates (public material).
+pub const MODE_PUBLIC: u32 = 0o444;
+
+/// The secrets logic over a vault, with the limits and clock of one call.
+pub struct Secrets<V> {
+    pub vault: V,
+    pub limits: Limits,
+    /// Unix milliseconds.
+    pub clock: fn() -> u64,
+}
+
+impl<V: Vault> Secrets<V> {
+    pub fn new(vault: V, limits: Limits, clock: fn() -> u64) -> Self {
+        Secrets { vault, limits: limits.clamped(), clock }
+    }
+
+    fn key_record(&self, instance_id: &str, key: &str) -> Result<Option<KeyRecord>, Error> {
+        match self.vault.retrieve(&layout::meta(instance_id, key))? {
+            Some(bytes) => Ok(Some(records::decode("key", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn index(&self, instance_id: &str) -> Result<IndexRecord, Error> {
+        match self.vault.retrieve(&layout::index(instance_id))? {
+            Some(bytes) => records::decode("index", &bytes),
+            None => Ok(IndexRecord { format: FORMAT, ..Default::default() }),
+        }
+    }
+
+    fn value(&self, instance_id: &str, key: &str, version: u32) -> Result<Vec<u8>, Error> {
+        self.vault
+            .retrieve(&layout::value(instance_id, key, version))?
+            .ok_or_else(|| Error::Vault(format!("value of version {version} is missing from the vault")))
+    }
+
+    fn existing(&self, instance_id: &str, key: &str) -> Result<KeyRecord, Error> {
+        validate::instance_id(instance_id)?;
+        validate::key(key)?;
+        self.key_record(instance_id, key)?.ok_or(Error::NotFound)
+    }
+
+    /// Validates and stores a value as the key's next version.
+    pub fn set(&self, req: &SetRequest) -> Result<SecretMeta, Error> {
+        validate::instance_id(&req.instance_id)?;
+        let facts = validate::secret(req.kind, &req.key, &req.value, &self.limits)?;
+        let (id, key) = (req.instance_id.as_str(), req.key.as_str());
+
+        let mut record = self.key_record(id, key)?;
+        let current = match &record {
+            Some(r) => r.current()?.version,
+            None => 0,
+        };
+        if let Some(expected) = req.if_version {
+            if expected != current {
+                return Err(Error::Conflict(format!(
+                    "key {key:?} is at version {current}, the request expected version {expected}"
+                )));
+            }
+        }
+        if let Some(r) = &record {
+            if r.kind != req.kind {
+                return Err(Error::Conflict(format!(
+                    "key {key:?} holds a {} secret; delete it before setting it as {}",
+                    r.kind, req.kind
+                )));
+            }
+        }
+        let mut index = self.index(id)?;
+        if record.is_none() && index.keys.len() >= self.limits.max_keys_per_instance as usize {
+            return Err(Error::LimitExceeded(format!(
+                "instance {id:?} holds {} keys; max-keys-per-instance is {}",
+                index.keys.len(),
+                self.limits.max_keys_per_instance
+            )));
+        }
+        let version = current
+            .checked_add(1)
+            .ok_or_else(|| Error::LimitExceeded(format!("key {key:?} has used every version number")))?;
+        let next = VersionRecord {
+            version,
+            created_at: (self.clock)(),
+            size: req.value.len() as u32,
+            not_after: facts.not_after,
+        };
+
+        self.vault.store(&layout::value(id, key, version), &req.value)?;
+        let record = record.get_or_insert_with(|| KeyRecord { format: FORMAT, kind: req.kind, versions: vec![] });
+        let pruned = record.push(next.clone(), self.limits.max_versions_per_key);
+        self.vault.store(&layout::meta(id, key), &records::encode(record))?;
+        index.keys.insert(key.to_owned(), IndexEntry { kind: req.kind, current: next.clone() });
+        self.vault.store(&layout::index(id), &records::encode(&index))?;
+        for old in pruned {
+            self.vault.delete(&layout::value(id, key, old))?;
+        }
+        Ok(records::meta(id, key, req.kind, &next))
+    }
+
+    /// The current version with its value.
+    pub fn get(&self, instance_id: &str, key: &str) -> Result<Secret, Error> {
+        let record = self.existing(instance_id, key)?;
+        let current = record.current()?;
+        let value = self.value(instance_id, key, current.version)?;
+        Ok(Secret { meta: records::meta(instance_id, key, record.kind, current), value })
+    }
+
+    /// One retained version with its value.
+    pub fn get_version(&self, instance_id: &str, key: &str, version: u32) -> Result<Secret, Error> {
+        let record = self.existing(instance_id, key)?;
+        let v = record.find(version).ok_or(Error::NotFound)?;
+        let value = self.value(instance_id, key, version)?;
+        Ok(Secret { meta: records::meta(instance_id, key, record.kind, v), value })
+    }
+
+    /// The current version of every key, sorted by key.
+    pub fn list(&self, instance_id: &str) -> Result<Vec<SecretMeta>, Error> {
+        validate::instance_id(instance_id)?;
+        let index = self.index(instance_id)?;
+        Ok(index.keys.iter().map(|(k, e)| records::meta(instance_id, k, e.kind, &e.current)).collect())
+    }
+
+    /// Every retained version of a key, oldest first.
+    pub fn versions(&self, instance_id: &str, key: &str) -> Result<Vec<SecretMeta>, Error> {
+        let record = self.existing(instance_id, key)?;
+        Ok(record.versions.iter().map(|v| records::meta(instance_id, key, record.kind, v)).collect())
+    }
+
+    /// Name/value pairs of the env secrets, current versions, sorted by name.
+    pub fn inject(&self, instance_id: &str) -> Result<Vec<(String, String)>, Error> {
+        validate::instance_id(instance_id)?;
+        let index = self.index(instance_id)?;
+        let mut out = Vec::new();
+        for (key, entry) in index.keys.iter().filter(|(_, e)| e.kind == SecretType::Env) {
+            let value = self.value(instance_id, key, entry.current.version)?;
+            let text = String::from_utf8(value)
+                .map_err(|_| Error::Vault(format!("stored env value of {key:?} is not UTF-8")))?;
+            out.push((key.clone(), text));
+        }
+        Ok(out)
+    }
+
+    /// The files of the file, tls and registry secrets, sorted by path.
+    pub fn mounts(&self, instance_id: &str) -> Result<Vec<Mount>, Error> {
+        validate::instance_id(instance_id)?;
+        let index = self.index(instance_id)?;
+        let mut out = Vec::new();
+        let mut docker_configs = Vec::new();
+        for (key, entry) in &index.keys {
+            if entry.kind == SecretType::Env {
+                continue;
+            }
+            let value = self.value(instance_id, key, entry.current.version)?;
+            match entry.kind {
+                SecretType::Env => {}
+                SecretType::File => out.push(Mount { path: key.clone(), mode: MODE_PRIVATE, contents: value }),
+                SecretType::Tls => {
+                    let parts = tls::split(&value).map_err(|e| Error::Vault(format!("stored tls secret {key:?}: {e}")))?;
+                    out.push(Mount { path: format!("{key}/tls.crt"), mode: MODE_PUBLIC, contents: parts.certificates_pem });
+                    out.push(Mount { path: format!("{key}/tls.key"), mode: MODE_PRIVATE, contents: parts.private_key_pem });
+                }
+                SecretType::Registry => docker_configs.push(value),
+            }
+        }
+        if !docker_configs.is_empty() {
+            let docs: Vec<&[u8]> = docker_configs.iter().map(Vec::as_slice).collect();
+            let merged = registry::merge(&docs).map_err(|e| Error::Vault(format!("stored registry secrets: {e}")))?;
+            out.push(Mount { path: DOCKER_CONFIG_PATH.into(), mode: MODE_PRIVATE, contents: merged });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Deletes a key with all its versions.
+    pub fn delete(&self, instance_id: &str, key: &str) -> Result<(), Error> {
+        let record = self.existing(instance_id, key)?;
+        let mut index = self.index(instance_id)?;
+        index.keys.remove(key);
+        if index.keys.is_empty() {
+            self.vault.delete(&layout::index(instance_id))?;
+        } else {
+            self.vault.store(&layout::index(instance_id), &records::encode(&index))?;
+        }
+        self.vault.delete(&layout::meta(instance_id, key))?;
+        for v in &record.versions {
+            self.vault.delete(&layout::value(instance_id, key, v.version))?;
+        }
+        Ok(())
+    }
+
+    /// Re-protects every retained version of a key (and its record) under
+    /// the vault's newest key material; returns the number of versions.
+    pub fn rotate(&self, instance_id: &str, key: &str) -> Result<u32, Error> {
+        let record = self.existing(instance_id, key)?;
+        for v in &record.versions {
+            self.vault.rotate(&layout::value(instance_id, key, v.version))?;
+        }
+        self.vault.rotate(&layout::meta(instance_id, key))?;
+        self.vault.rotate(&layout::index(instance_id))?;
+        Ok(record.versions.len() as u32)
+    }
+}

@@ -1,0 +1,202 @@
+//! The secrets logic run natively over an in-memory vault that counts reads:
+//! versioning, pruning, limits, check-and-set, costs and write order.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use secrets_guest::{Error, Limits, SecretType, Secrets, SetRequest, Vault, VaultError};
+
+#[derive(Default)]
+struct CountingVault {
+    entries: RefCell<BTreeMap<String, Vec<u8>>>,
+    reads: Cell<usize>,
+    /// Fail every store after this many succeeded (for write-order tests).
+    fail_after_stores: Cell<Option<usize>>,
+}
+
+impl Vault for &CountingVault {
+    fn store(&self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        if let Some(n) = self.fail_after_stores.get() {
+            if n == 0 {
+                return Err(VaultError::Unavailable("injected failure".into()));
+            }
+            self.fail_after_stores.set(Some(n - 1));
+        }
+        self.entries.borrow_mut().insert(key.into(), value.into());
+        Ok(())
+    }
+    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        self.reads.set(self.reads.get() + 1);
+        Ok(self.entries.borrow().get(key).cloned())
+    }
+    fn delete(&self, key: &str) -> Result<(), VaultError> {
+        self.entries.borrow_mut().remove(key);
+        Ok(())
+    }
+    fn rotate(&self, _key: &str) -> Result<(), VaultError> {
+        Ok(())
+    }
+}
+
+fn clock() -> u64 {
+    1_700_000_000_000
+}
+
+fn req(key: &str, kind: SecretType, value: &[u8]) -> SetRequest {
+    SetRequest { instance_id: "web-1".into(), key: key.into(), value: value.into(), kind, if_version: None }
+}
+
+#[test]
+fn sets_create_versions_and_keep_old_ones() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    for (i, v) in ["a", "b", "c"].iter().enumerate() {
+        let meta = s.set(&req("DB", SecretType::Env, v.as_bytes())).unwrap();
+        assert_eq!(meta.version, i as u32 + 1);
+        assert_eq!(meta.created_at, clock());
+    }
+    assert_eq!(s.get("web-1", "DB").unwrap().value, b"c");
+    assert_eq!(s.get_version("web-1", "DB", 1).unwrap().value, b"a");
+    let versions: Vec<u32> = s.versions("web-1", "DB").unwrap().iter().map(|m| m.version).collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(s.get_version("web-1", "DB", 4), Err(Error::NotFound));
+}
+
+#[test]
+fn versions_beyond_the_limit_are_pruned_with_their_values() {
+    let vault = CountingVault::default();
+    let limits = Limits { max_versions_per_key: 3, ..Limits::default() };
+    let s = Secrets::new(&vault, limits, clock);
+    for i in 1..=5u8 {
+        s.set(&req("K", SecretType::File, &[i])).unwrap();
+    }
+    let versions: Vec<u32> = s.versions("web-1", "K").unwrap().iter().map(|m| m.version).collect();
+    assert_eq!(versions, vec![3, 4, 5]);
+    assert_eq!(s.get_version("web-1", "K", 2), Err(Error::NotFound));
+    // Values of pruned versions are gone from the vault: 3 values + meta + index.
+    assert_eq!(vault.entries.borrow().len(), 5);
+}
+
+#[test]
+fn get_costs_two_reads_whatever_the_number_of_keys_and_versions() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    for k in 0..50 {
+        for _ in 0..5 {
+            s.set(&req(&format!("K{k}"), SecretType::Env, b"v")).unwrap();
+        }
+    }
+    vault.reads.set(0);
+    s.get("web-1", "K17").unwrap();
+    assert_eq!(vault.reads.get(), 2);
+    vault.reads.set(0);
+    assert_eq!(s.list("web-1").unwrap().len(), 50);
+    assert_eq!(vault.reads.get(), 1);
+}
+
+#[test]
+fn keys_per_instance_limit() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits { max_keys_per_instance: 2, ..Limits::default() }, clock);
+    s.set(&req("A", SecretType::Env, b"1")).unwrap();
+    s.set(&req("B", SecretType::Env, b"1")).unwrap();
+    s.set(&req("B", SecretType::Env, b"2")).unwrap(); // a new version is not a new key
+    let before = vault.entries.borrow().clone();
+    match s.set(&req("C", SecretType::Env, b"1")) {
+        Err(Error::LimitExceeded(m)) => assert!(m.contains("max-keys-per-instance is 2"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(*vault.entries.borrow(), before, "a rejected set stores nothing");
+}
+
+#[test]
+fn check_and_set() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    let mut r = req("A", SecretType::Env, b"1");
+    r.if_version = Some(1);
+    assert!(matches!(s.set(&r), Err(Error::Conflict(m)) if m.contains("at version 0")));
+    r.if_version = Some(0);
+    assert_eq!(s.set(&r).unwrap().version, 1);
+    assert!(matches!(s.set(&r), Err(Error::Conflict(_))));
+    r.if_version = Some(1);
+    assert_eq!(s.set(&r).unwrap().version, 2);
+}
+
+#[test]
+fn type_of_an_existing_key_cannot_change() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    s.set(&req("A", SecretType::Env, b"1")).unwrap();
+    assert!(matches!(s.set(&req("A", SecretType::File, b"1")), Err(Error::Conflict(m)) if m.contains("env")));
+}
+
+#[test]
+fn a_failure_half_way_leaves_the_previous_state_readable() {
+    for stores_before_failure in 0..3 {
+        let vault = CountingVault::default();
+        let s = Secrets::new(&vault, Limits::default(), clock);
+        s.set(&req("A", SecretType::Env, b"old")).unwrap();
+        vault.fail_after_stores.set(Some(stores_before_failure));
+        assert!(matches!(s.set(&req("A", SecretType::Env, b"new")), Err(Error::Vault(_))));
+        vault.fail_after_stores.set(None);
+        let got = s.get("web-1", "A").unwrap();
+        // The value store comes first; meta and index after. Until the meta
+        // record lands the old version stays current.
+        if stores_before_failure < 2 {
+            assert_eq!((got.meta.version, got.value.as_slice()), (1, &b"old"[..]));
+        } else {
+            assert_eq!((got.meta.version, got.value.as_slice()), (2, &b"new"[..]));
+        }
+    }
+}
+
+#[test]
+fn delete_removes_every_version_and_restarts_numbering() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    s.set(&req("A", SecretType::Env, b"1")).unwrap();
+    s.set(&req("A", SecretType::Env, b"2")).unwrap();
+    s.set(&req("B", SecretType::Env, b"1")).unwrap();
+    s.delete("web-1", "A").unwrap();
+    assert_eq!(s.get("web-1", "A"), Err(Error::NotFound));
+    assert_eq!(s.delete("web-1", "A"), Err(Error::NotFound));
+    assert_eq!(s.list("web-1").unwrap().len(), 1);
+    s.delete("web-1", "B").unwrap();
+    assert!(vault.entries.borrow().is_empty(), "nothing left behind: {:?}", vault.entries.borrow().keys());
+    assert_eq!(s.set(&req("A", SecretType::Env, b"3")).unwrap().version, 1);
+}
+
+#[test]
+fn inject_and_mounts_split_by_type() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    s.set(&req("B_VAR", SecretType::Env, b"two")).unwrap();
+    s.set(&req("A_VAR", SecretType::Env, b"one")).unwrap();
+    s.set(&req("A_VAR", SecretType::Env, b"one-v2")).unwrap();
+    s.set(&req("config.yaml", SecretType::File, b"x: 1")).unwrap();
+    let reg = br#"{"auths":{"ghcr.io":{"username":"u","password":"p"}}}"#;
+    s.set(&req("ghcr", SecretType::Registry, reg)).unwrap();
+    assert_eq!(
+        s.inject("web-1").unwrap(),
+        vec![("A_VAR".into(), "one-v2".into()), ("B_VAR".into(), "two".into())]
+    );
+    let mounts = s.mounts("web-1").unwrap();
+    let paths: Vec<&str> = mounts.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(paths, vec![".docker/config.json", "config.yaml"]);
+    assert_eq!(mounts[1].contents, b"x: 1");
+    assert_eq!(mounts[1].mode, 0o400);
+    let merged: serde_json::Value = serde_json::from_slice(&mounts[0].contents).unwrap();
+    assert_eq!(merged["auths"]["ghcr.io"]["username"], "u");
+}
+
+#[test]
+fn unknown_instances_are_empty_and_bad_ids_rejected() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    assert!(s.list("nobody").unwrap().is_empty());
+    assert!(s.inject("nobody").unwrap().is_empty());
+    assert_eq!(s.get("nobody", "A"), Err(Error::NotFound));
+    assert!(matches!(s.list("../etc"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(s.get("ok", "a/b"), Err(Error::InvalidArgument(_))));
+}

@@ -1,0 +1,52 @@
+//! The host's typed errors: the WIT `error` cases, plus what can only go
+//! wrong on the host side (a trap, an engine failure).
+
+use crate::vault::VaultError;
+
+/// Why a call failed. A failed call stored nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The instance, key or version does not exist (or was pruned).
+    #[error("not found")]
+    NotFound,
+    /// The input broke a validation rule; the text names the field and rule.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A named limit would be exceeded.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// A check-and-set on a stale version, or a change of a key's type.
+    #[error("{0}")]
+    Conflict(String),
+    /// The vault failed.
+    #[error("vault: {0}")]
+    Vault(String),
+    /// The component trapped; its instance was discarded and the call's
+    /// writes rolled back. The next call gets a fresh instance.
+    #[error("the secrets component trapped in `{call}`: {message}")]
+    Trap { call: &'static str, message: String },
+    /// The engine or the component could not be set up.
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+}
+
+impl Error {
+    /// A short name of the case, stable for scripts and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound => "not-found",
+            Error::InvalidArgument(_) => "invalid-argument",
+            Error::LimitExceeded(_) => "limit-exceeded",
+            Error::Conflict(_) => "conflict",
+            Error::Vault(_) => "vault",
+            Error::Trap { .. } => "trap",
+            Error::Sandbox(_) => "sandbox",
+        }
+    }
+}
+
+impl From<VaultError> for Error {
+    fn from(e: VaultError) -> Self {
+        Error::Vault(e.to_string())
+    }
+}

@@ -1,0 +1,201 @@
+//! The façade a control plane calls: `secrets.set(&scope, request)`, `get`,
+//! `list`, `inject`, ... Each call is independent: it opens one transaction
+//! on the backend, runs the component in a fresh sandboxed instance, and
+//! commits only when the component returned success.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wasmtime::Store;
+use zeroize::Zeroize;
+
+use crate::bindings::api;
+use crate::error::Error;
+use crate::sandbox::{CallState, Sandbox};
+use crate::tenant::Scope;
+use crate::types::{Mount, Secret, SecretMeta, SecretType, SetRequest, SecretValue};
+use crate::vault::{Access, Backend};
+use secrets_guest::Limits;
+
+/// The secrets service over one backend. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Secrets {
+    sandbox: Arc<Sandbox>,
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets").field("backend", &self.backend.describe()).field("limits", &self.limits).finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn kind_out(k: api::SecretType) -> SecretType {
+    match k {
+        api::SecretType::Env => SecretType::Env,
+        api::SecretType::File => SecretType::File,
+        api::SecretType::Registry => SecretType::Registry,
+        api::SecretType::Tls => SecretType::Tls,
+    }
+}
+
+fn kind_in(k: SecretType) -> api::SecretType {
+    match k {
+        SecretType::Env => api::SecretType::Env,
+        SecretType::File => api::SecretType::File,
+        SecretType::Registry => api::SecretType::Registry,
+        SecretType::Tls => api::SecretType::Tls,
+    }
+}
+
+fn meta_out(m: api::SecretMeta) -> SecretMeta {
+    SecretMeta {
+        instance_id: m.instance_id,
+        key: m.key,
+        kind: kind_out(m.kind),
+        version: m.version,
+        created_at: m.created_at,
+        size: m.size,
+        not_after: m.not_after,
+    }
+}
+
+fn secret_out(s: api::Secret) -> Secret {
+    Secret { meta: meta_out(s.meta), value: SecretValue::new(s.value) }
+}
+
+fn error_out(e: api::Error) -> Error {
+    match e {
+        api::Error::NotFound => Error::NotFound,
+        api::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+        api::Error::LimitExceeded(m) => Error::LimitExceeded(m),
+        api::Error::Conflict(m) => Error::Conflict(m),
+        api::Error::Vault(m) => Error::Vault(m),
+    }
+}
+
+type Call<R> = wasmtime::Result<Result<R, api::Error>>;
+
+impl Secrets {
+    /// A service on `backend` with the default limits, compiling the
+    /// embedded component.
+    pub fn new(backend: Arc<dyn Backend>) -> Result<Secrets, Error> {
+        Ok(Self::with_sandbox(Arc::new(Sandbox::new()?), backend, Limits::default()))
+    }
+
+    /// A service sharing an already compiled sandbox, with explicit limits
+    /// (each clamped to its hard maximum).
+    pub fn with_sandbox(sandbox: Arc<Sandbox>, backend: Arc<dyn Backend>, limits: Limits) -> Secrets {
+        Secrets { sandbox, backend, limits: limits.clamped() }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    /// One exported call as one transaction: commit on success only.
+    fn call<R>(
+        &self,
+        name: &'static str,
+        scope: &Scope,
+        instance_id: &str,
+        access: Access,
+        f: impl FnOnce(&api::Guest, &mut Store<CallState>) -> Call<R>,
+    ) -> Result<R, Error> {
+        let txn = self.backend.begin(access, &scope.lock_scope(instance_id))?;
+        let state = CallState::new(txn, scope.clone(), self.limits, now_ms());
+        let (result, state) = self.sandbox.call(name, state, f)?;
+        let value = result.map_err(error_out)?;
+        if access == Access::Write {
+            state.txn.commit()?;
+        }
+        Ok(value)
+    }
+
+    /// Stores a value as the key's next version (version 1 for a new key).
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = %req.instance_id, key = %req.key, kind = %req.kind))]
+    pub fn set(&self, scope: &Scope, req: SetRequest) -> Result<SecretMeta, Error> {
+        let mut wit_req = api::SetRequest {
+            instance_id: req.instance_id.clone(),
+            key: req.key.clone(),
+            value: req.value.expose().to_vec(),
+            kind: kind_in(req.kind),
+            if_version: req.if_version,
+        };
+        let result = self.call("set", scope, &req.instance_id, Access::Write, |g, s| g.call_set(s, &wit_req));
+        wit_req.value.zeroize();
+        result.map(meta_out)
+    }
+
+    /// The current version of a secret, with its value.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key))]
+    pub fn get(&self, scope: &Scope, instance_id: &str, key: &str) -> Result<Secret, Error> {
+        self.call("get", scope, instance_id, Access::Read, |g, s| g.call_get(s, instance_id, key)).map(secret_out)
+    }
+
+    /// A retained version of a secret, with its value.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key, version = version))]
+    pub fn get_version(&self, scope: &Scope, instance_id: &str, key: &str, version: u32) -> Result<Secret, Error> {
+        self.call("get-version", scope, instance_id, Access::Read, |g, s| g.call_get_version(s, instance_id, key, version))
+            .map(secret_out)
+    }
+
+    /// The current version of every secret of an instance; no values.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id))]
+    pub fn list(&self, scope: &Scope, instance_id: &str) -> Result<Vec<SecretMeta>, Error> {
+        self.call("list", scope, instance_id, Access::Read, |g, s| g.call_list(s, instance_id))
+            .map(|v| v.into_iter().map(meta_out).collect())
+    }
+
+    /// Every retained version of a key, oldest first; no values.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key))]
+    pub fn versions(&self, scope: &Scope, instance_id: &str, key: &str) -> Result<Vec<SecretMeta>, Error> {
+        self.call("versions", scope, instance_id, Access::Read, |g, s| g.call_versions(s, instance_id, key))
+            .map(|v| v.into_iter().map(meta_out).collect())
+    }
+
+    /// The env secrets of an instance as a name → value map, for container
+    /// start-up.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id))]
+    pub fn inject(&self, scope: &Scope, instance_id: &str) -> Result<BTreeMap<String, SecretValue>, Error> {
+        self.call("inject", scope, instance_id, Access::Read, |g, s| g.call_inject(s, instance_id))
+            .map(|pairs| pairs.into_iter().map(|(k, v)| (k, SecretValue::from(v))).collect())
+    }
+
+    /// The files the instance's file, tls and registry secrets become.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id))]
+    pub fn mounts(&self, scope: &Scope, instance_id: &str) -> Result<Vec<Mount>, Error> {
+        self.call("mounts", scope, instance_id, Access::Read, |g, s| g.call_mounts(s, instance_id)).map(|v| {
+            v.into_iter()
+                .map(|m| Mount { path: m.path, mode: m.mode, contents: SecretValue::new(m.contents) })
+                .collect()
+        })
+    }
+
+    /// Deletes a key and all its versions.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key))]
+    pub fn delete(&self, scope: &Scope, instance_id: &str, key: &str) -> Result<(), Error> {
+        self.call("delete", scope, instance_id, Access::Write, |g, s| g.call_delete(s, instance_id, key))
+    }
+
+    /// Re-protects every retained version of a key under the backend's
+    /// newest key material; returns how many versions were rotated.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key))]
+    pub fn rotate(&self, scope: &Scope, instance_id: &str, key: &str) -> Result<u32, Error> {
+        self.call("rotate", scope, instance_id, Access::Write, |g, s| g.call_rotate(s, instance_id, key))
+    }
+}

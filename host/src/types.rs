@@ -1,0 +1,153 @@
+//! The façade's types. Secret values live in [`SecretValue`]: zeroized on
+//! drop, `[REDACTED]` in `Debug`, and skipped by serde (like the seed's
+//! `json:"-"`), so they never reach logs or serialized output by accident.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretBox};
+use serde::{Deserialize, Serialize};
+
+pub use secrets_guest::SecretType;
+
+/// A secret value. Read it with [`SecretValue::expose`].
+pub struct SecretValue(SecretBox<Vec<u8>>);
+
+impl SecretValue {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretValue(SecretBox::new(Box::new(bytes)))
+    }
+
+    /// The bytes; call it only where the value is meant to go.
+    pub fn expose(&self) -> &[u8] {
+        self.0.expose_secret()
+    }
+
+    /// The value as text, when it is UTF-8 (env values always are).
+    pub fn expose_str(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(self.expose())
+    }
+
+    pub fn len(&self) -> usize {
+        self.expose().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for SecretValue {
+    fn default() -> Self {
+        SecretValue::new(Vec::new())
+    }
+}
+
+impl Clone for SecretValue {
+    fn clone(&self) -> Self {
+        SecretValue::new(self.expose().to_vec())
+    }
+}
+
+impl PartialEq for SecretValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl From<Vec<u8>> for SecretValue {
+    fn from(v: Vec<u8>) -> Self {
+        SecretValue::new(v)
+    }
+}
+
+impl From<&[u8]> for SecretValue {
+    fn from(v: &[u8]) -> Self {
+        SecretValue::new(v.to_vec())
+    }
+}
+
+impl From<&str> for SecretValue {
+    fn from(v: &str) -> Self {
+        SecretValue::new(v.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for SecretValue {
+    fn from(v: String) -> Self {
+        SecretValue::new(v.into_bytes())
+    }
+}
+
+/// What is known about one version of a secret; never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretMeta {
+    pub instance_id: String,
+    pub key: String,
+    #[serde(rename = "type")]
+    pub kind: SecretType,
+    pub version: u32,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    /// Value length in bytes.
+    pub size: u32,
+    /// tls only: the leaf certificate's not-after, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+}
+
+/// One version of a secret with its value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Secret {
+    #[serde(flatten)]
+    pub meta: SecretMeta,
+    #[serde(skip)]
+    pub value: SecretValue,
+}
+
+/// A request to set a secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetRequest {
+    pub instance_id: String,
+    pub key: String,
+    #[serde(skip)]
+    pub value: SecretValue,
+    #[serde(rename = "type")]
+    pub kind: SecretType,
+    /// Check-and-set: the version that must be current (0: must not exist).
+    pub if_version: Option<u32>,
+}
+
+impl SetRequest {
+    pub fn new(instance_id: &str, key: &str, kind: SecretType, value: impl Into<SecretValue>) -> Self {
+        SetRequest {
+            instance_id: instance_id.to_owned(),
+            key: key.to_owned(),
+            value: value.into(),
+            kind,
+            if_version: None,
+        }
+    }
+
+    /// Makes the set a check-and-set on `version` (0: must not exist yet).
+    pub fn if_version(mut self, version: u32) -> Self {
+        self.if_version = Some(version);
+        self
+    }
+}
+
+/// A file that a file, tls or registry secret becomes in the container.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mount {
+    /// Relative to the secrets directory.
+    pub path: String,
+    /// Unix permission bits.
+    pub mode: u32,
+    #[serde(skip)]
+    pub contents: SecretValue,
+}

@@ -1,0 +1,77 @@
+//! The storage provider contract: the four vault operations inside a
+//! transaction, and a backend that opens transactions.
+//!
+//! A backend is small on purpose (an afternoon's work, in the manner of
+//! Spin's variable providers): implement [`Backend::begin`] and the four
+//! [`Vault`] operations, make [`Transaction::commit`] atomic and dropping
+//! a transaction a rollback, then run the shared conformance suite
+//! (`tests/conformance.rs`) against it.
+//!
+//! The host makes every exported call of the component one transaction: all
+//! of its vault writes land together on commit, or none does.
+
+use std::fmt;
+
+/// Why a vault operation failed. Messages never contain a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VaultError {
+    /// The backend could not be reached or did not answer.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// An entry failed its integrity check: tampering or a wrong master key.
+    #[error("stored entry is corrupt: {0}")]
+    Corrupt(String),
+    /// The operation broke a limit of the backend or of the host.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Whether a transaction will write. Read transactions may run concurrently
+/// with each other and with one writer; write transactions on the same lock
+/// scope run one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// The four operations of the WIT `vault` interface, on full vault keys
+/// (already prefixed with the tenant by the host).
+pub trait Vault: Send {
+    /// Stores `value` under `key`, replacing any previous value.
+    fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError>;
+    /// The value under `key`, or `None`.
+    fn retrieve(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError>;
+    /// Removes `key`; a missing key is not an error.
+    fn delete(&mut self, key: &str) -> Result<(), VaultError>;
+    /// Re-protects the value under `key` with the newest key material; the
+    /// plaintext never changes. A missing key is not an error.
+    fn rotate(&mut self, key: &str) -> Result<(), VaultError>;
+}
+
+/// A unit of work on a backend: commit applies every write at once; drop
+/// without commit discards them.
+pub trait Transaction: Vault {
+    fn commit(self: Box<Self>) -> Result<(), VaultError>;
+}
+
+/// A storage backend: memory, SQLite, PostgreSQL, OpenBao.
+pub trait Backend: Send + Sync {
+    /// Opens a transaction. `lock_scope` names what concurrent writers must
+    /// serialise on (the host passes tenant and instance); a backend may
+    /// serialise more coarsely, never more finely.
+    fn begin(&self, access: Access, lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError>;
+
+    /// A short description for messages, e.g. `sqlite:/var/lib/secrets.db`;
+    /// never a credential.
+    fn describe(&self) -> String;
+}
+
+impl fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Backend({})", self.describe())
+    }
+}

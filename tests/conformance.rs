@@ -1,0 +1,262 @@
+//! The conformance suite every backend must pass (in the manner of Vault's
+//! `ExerciseBackend` and Spin's shared provider tests).
+//!
+//! A backend's test file invokes [`conformance_tests!`] with an expression
+//! that yields an `Arc<dyn Backend>`; every case runs in its own tenants,
+//! so cases may share one database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+
+use secrets_host::{
+    Access, Backend, Error, Limits, Scope, SecretType, SetRequest, Transaction, Vault, VaultError,
+};
+
+/// Expands to one `#[test]` per conformance case for the backend `$make`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            vault_semantics, rollback_on_drop, read_your_writes, binary_and_empty_values,
+            values_at_the_limit, failed_call_rolls_back, concurrent_writers_never_lose_a_version,
+            tenant_prefixing, rotate_keeps_plaintext, errors_do_not_leak_values);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[test]
+            fn $case() {
+                let backend: ::std::sync::Arc<dyn ::secrets_host::Backend> = $make;
+                $crate::conformance::$case(backend);
+            }
+        )*
+    };
+}
+
+/// A fresh tenant name, unique in this process and across runs.
+pub fn unique(label: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{label}-{nanos}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn key(name: &str) -> String {
+    format!("t/{}/conformance/{name}", hex_of(&unique("k")))
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write(backend: &Arc<dyn Backend>) -> Box<dyn Transaction> {
+    backend.begin(Access::Write, "conformance").unwrap()
+}
+
+fn read(backend: &Arc<dyn Backend>, k: &str) -> Option<Vec<u8>> {
+    backend.begin(Access::Read, "conformance").unwrap().retrieve(k).unwrap()
+}
+
+/// store, retrieve, delete and rotate on committed transactions; missing
+/// keys are `None`, and deleting or rotating them succeeds.
+pub fn vault_semantics(backend: Arc<dyn Backend>) {
+    let k = key("a");
+    assert_eq!(read(&backend, &k), None);
+    let mut t = write(&backend);
+    t.store(&k, b"one").unwrap();
+    t.commit().unwrap();
+    assert_eq!(read(&backend, &k).as_deref(), Some(&b"one"[..]));
+    let mut t = write(&backend);
+    t.store(&k, b"two").unwrap();
+    t.commit().unwrap();
+    assert_eq!(read(&backend, &k).as_deref(), Some(&b"two"[..]));
+    let mut t = write(&backend);
+    t.delete(&k).unwrap();
+    t.delete(&key("never-stored")).unwrap();
+    t.rotate(&key("never-stored")).unwrap();
+    t.commit().unwrap();
+    assert_eq!(read(&backend, &k), None);
+}
+
+/// A transaction dropped without commit leaves no trace.
+pub fn rollback_on_drop(backend: Arc<dyn Backend>) {
+    let (kept, dropped) = (key("kept"), key("dropped"));
+    let mut t = write(&backend);
+    t.store(&kept, b"v").unwrap();
+    t.commit().unwrap();
+    {
+        let mut t = write(&backend);
+        t.store(&dropped, b"x").unwrap();
+        t.delete(&kept).unwrap();
+    }
+    assert_eq!(read(&backend, &dropped), None);
+    assert_eq!(read(&backend, &kept).as_deref(), Some(&b"v"[..]));
+}
+
+/// Inside a transaction, reads see its own writes and deletes.
+pub fn read_your_writes(backend: Arc<dyn Backend>) {
+    let k = key("ryw");
+    let mut t = write(&backend);
+    t.store(&k, b"1").unwrap();
+    assert_eq!(t.retrieve(&k).unwrap().as_deref(), Some(&b"1"[..]));
+    t.delete(&k).unwrap();
+    assert_eq!(t.retrieve(&k).unwrap(), None);
+    t.store(&k, b"2").unwrap();
+    t.commit().unwrap();
+    assert_eq!(read(&backend, &k).as_deref(), Some(&b"2"[..]));
+}
+
+/// Every byte value survives, and so does an empty value.
+pub fn binary_and_empty_values(backend: Arc<dyn Backend>) {
+    let all: Vec<u8> = (0..=255).collect();
+    let (a, e) = (key("bin"), key("empty"));
+    let mut t = write(&backend);
+    t.store(&a, &all).unwrap();
+    t.store(&e, b"").unwrap();
+    t.commit().unwrap();
+    assert_eq!(read(&backend, &a), Some(all));
+    assert_eq!(read(&backend, &e), Some(vec![]));
+}
+
+/// A 64 KiB value (the largest accepted) through the component, and one
+/// byte more rejected with nothing stored.
+pub fn values_at_the_limit(backend: Arc<dyn Backend>) {
+    let s = crate::service(backend);
+    let scope = Scope::tenant(&unique("limit")).unwrap();
+    let at: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    s.set(&scope, SetRequest::new("web", "big.bin", SecretType::File, at.clone())).unwrap();
+    assert_eq!(s.get(&scope, "web", "big.bin").unwrap().value.expose(), &at[..]);
+    let over = vec![1u8; 65537];
+    let err = s.set(&scope, SetRequest::new("web", "big.bin", SecretType::File, over)).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded(ref m) if m.contains("65536")), "{err:?}");
+    assert_eq!(s.versions(&scope, "web", "big.bin").unwrap().len(), 1);
+}
+
+/// A backend wrapper whose transactions fail the n-th store.
+struct FailNthStore {
+    inner: Arc<dyn Backend>,
+    n: usize,
+}
+
+struct FailingTxn {
+    inner: Box<dyn Transaction>,
+    left: usize,
+}
+
+impl Backend for FailNthStore {
+    fn begin(&self, access: Access, lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
+        Ok(Box::new(FailingTxn { inner: self.inner.begin(access, lock_scope)?, left: self.n }))
+    }
+    fn describe(&self) -> String {
+        format!("failing({})", self.inner.describe())
+    }
+}
+
+impl Vault for FailingTxn {
+    fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        if self.left == 0 {
+            return Err(VaultError::Unavailable("injected failure".into()));
+        }
+        self.left -= 1;
+        self.inner.store(key, value)
+    }
+    fn retrieve(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        self.inner.retrieve(key)
+    }
+    fn delete(&mut self, key: &str) -> Result<(), VaultError> {
+        self.inner.delete(key)
+    }
+    fn rotate(&mut self, key: &str) -> Result<(), VaultError> {
+        self.inner.rotate(key)
+    }
+}
+
+impl Transaction for FailingTxn {
+    fn commit(self: Box<Self>) -> Result<(), VaultError> {
+        self.inner.commit()
+    }
+}
+
+/// A call that fails after some of its writes landed in the transaction
+/// leaves the committed state exactly as it was.
+pub fn failed_call_rolls_back(backend: Arc<dyn Backend>) {
+    let scope = Scope::tenant(&unique("rollback")).unwrap();
+    let good = crate::service(backend.clone());
+    good.set(&scope, SetRequest::new("web", "A", SecretType::Env, "old")).unwrap();
+    for n in 0..3 {
+        let failing = crate::service(Arc::new(FailNthStore { inner: backend.clone(), n }));
+        let err = failing.set(&scope, SetRequest::new("web", "A", SecretType::Env, "new")).unwrap_err();
+        assert!(matches!(err, Error::Vault(ref m) if m.contains("injected failure")), "{err:?}");
+        let err = failing.set(&scope, SetRequest::new("web", "B", SecretType::Env, "new")).unwrap_err();
+        assert!(matches!(err, Error::Vault(_)), "{err:?}");
+        let got = good.get(&scope, "web", "A").unwrap();
+        assert_eq!((got.meta.version, got.value.expose()), (1, &b"old"[..]), "after failing store #{n}");
+        assert_eq!(good.versions(&scope, "web", "A").unwrap().len(), 1);
+        let keys: Vec<String> = good.list(&scope, "web").unwrap().into_iter().map(|m| m.key).collect();
+        assert_eq!(keys, vec!["A"]);
+        assert_eq!(good.get(&scope, "web", "B").unwrap_err(), Error::NotFound);
+    }
+}
+
+/// 8 threads setting one key concurrently produce versions exactly 1..=N.
+pub fn concurrent_writers_never_lose_a_version(backend: Arc<dyn Backend>) {
+    const THREADS: u32 = 8;
+    const SETS: u32 = 12;
+    let limits = Limits { max_versions_per_key: 1000, ..Limits::default() };
+    let s = crate::service_with(backend, limits);
+    let scope = Scope::tenant(&unique("race")).unwrap();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (s, scope) = (s.clone(), scope.clone());
+            thread::spawn(move || {
+                (0..SETS)
+                    .map(|i| {
+                        let value = format!("{t}-{i}");
+                        s.set(&scope, SetRequest::new("web", "K", SecretType::Env, value)).unwrap().version
+                    })
+                    .collect::<Vec<u32>>()
+            })
+        })
+        .collect();
+    let mut got: Vec<u32> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, (1..=THREADS * SETS).collect::<Vec<_>>());
+    let versions: Vec<u32> = s.versions(&scope, "web", "K").unwrap().iter().map(|m| m.version).collect();
+    assert_eq!(versions, (1..=THREADS * SETS).collect::<Vec<_>>());
+}
+
+/// Two tenants with the same instance and key never see each other, and
+/// the tenant's entries live under its own prefix in the backend.
+pub fn tenant_prefixing(backend: Arc<dyn Backend>) {
+    let s = crate::service(backend.clone());
+    let (a_name, b_name) = (unique("a"), unique("b"));
+    let (a, b) = (Scope::tenant(&a_name).unwrap(), Scope::tenant(&b_name).unwrap());
+    s.set(&a, SetRequest::new("web", "TOKEN", SecretType::Env, "a-secret")).unwrap();
+    assert_eq!(s.get(&b, "web", "TOKEN").unwrap_err(), Error::NotFound);
+    assert!(s.list(&b, "web").unwrap().is_empty());
+    assert!(s.inject(&b, "web").unwrap().is_empty());
+    assert_eq!(s.set(&b, SetRequest::new("web", "TOKEN", SecretType::Env, "b-secret")).unwrap().version, 1);
+    assert_eq!(s.get(&a, "web", "TOKEN").unwrap().value.expose(), b"a-secret");
+    let index = format!("t/{}/i/{}/index", hex_of(&a_name), hex_of("web"));
+    assert!(read(&backend, &index).is_some(), "tenant A's index lives under its prefix");
+}
+
+/// Rotation never changes what a read returns.
+pub fn rotate_keeps_plaintext(backend: Arc<dyn Backend>) {
+    let s = crate::service(backend);
+    let scope = Scope::tenant(&unique("rotate")).unwrap();
+    s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v1")).unwrap();
+    s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v2")).unwrap();
+    assert_eq!(s.rotate(&scope, "web", "K").unwrap(), 2);
+    assert_eq!(s.get(&scope, "web", "K").unwrap().value.expose(), b"v2");
+    assert_eq!(s.get_version(&scope, "web", "K", 1).unwrap().value.expose(), b"v1");
+    assert_eq!(s.rotate(&scope, "web", "NOPE").unwrap_err(), Error::NotFound);
+}
+
+/// Errors raised while a value is in flight do not quote it.
+pub fn errors_do_not_leak_values(backend: Arc<dyn Backend>) {
+    let scope = Scope::tenant(&unique("leak")).unwrap();
+    let failing = crate::service(Arc::new(FailNthStore { inner: backend, n: 0 }));
+    let canary = "canary-7f3a9c-do-not-print";
+    let err = failing.set(&scope, SetRequest::new("web", "K", SecretType::Env, canary)).unwrap_err();
+    assert!(!format!("{err} {err:?}").contains(canary));
+}

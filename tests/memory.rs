@@ -1,0 +1,8 @@
+//! The in-memory backend passes the conformance suite.
+
+use std::sync::Arc;
+
+use secrets_host::MemoryBackend;
+use secrets_tests::conformance_tests;
+
+conformance_tests!(Arc::new(MemoryBackend::new()));
