@@ -22,10 +22,16 @@
 
 mod bindings;
 pub mod component;
+pub mod crypto;
 pub mod error;
 pub mod memory;
+pub mod openbao;
+pub mod postgres;
 pub mod sandbox;
+pub mod sealed;
 pub mod secrets;
+pub mod sqlite;
+pub mod store_url;
 pub mod tenant;
 pub mod types;
 pub mod vault;

@@ -68,6 +68,15 @@ pub trait Backend: Send + Sync {
     /// A short description for messages, e.g. `sqlite:/var/lib/secrets.db`;
     /// never a credential.
     fn describe(&self) -> String;
+
+    /// Re-protects every entry under the newest key material, so older
+    /// master key generations can be retired. Calls `progress(done, total)`
+    /// as it goes and returns the number of entries re-protected. Backends
+    /// without key material of their own say so.
+    fn rotate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, VaultError> {
+        let _ = progress;
+        Err(VaultError::Rejected(format!("{} has no key material of its own to rotate", self.describe())))
+    }
 }
 
 impl fmt::Debug for dyn Backend {

@@ -1,0 +1,1 @@
+//! PLACEHOLDER (issue 3): replace this file.
