@@ -21,6 +21,7 @@
 //!   dropped.
 
 mod bindings;
+pub mod cache;
 pub mod component;
 pub mod crypto;
 pub mod error;

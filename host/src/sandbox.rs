@@ -131,9 +131,18 @@ impl Sandbox {
         config
     }
 
+    /// A new engine with [`Sandbox::engine_config`].
+    pub fn new_engine() -> Result<Engine, Error> {
+        Engine::new(&Self::engine_config()).map_err(sandbox_error)
+    }
+
     /// Compiles the embedded component.
     pub fn new() -> Result<Sandbox, Error> {
-        let engine = Engine::new(&Self::engine_config()).map_err(sandbox_error)?;
+        Self::compile(Self::new_engine()?)
+    }
+
+    /// Compiles the embedded component for `engine`.
+    pub fn compile(engine: Engine) -> Result<Sandbox, Error> {
         let component = Component::new(&engine, COMPONENT).map_err(sandbox_error)?;
         Self::from_component(engine, component)
     }
@@ -144,20 +153,20 @@ impl Sandbox {
     /// # Safety
     /// `bytes` must come from `serialize` of this build, unmodified: wasmtime
     /// checks the engine and version but runs the machine code as it is.
-    pub unsafe fn deserialize(bytes: &[u8]) -> Result<Sandbox, Error> {
-        let engine = Engine::new(&Self::engine_config()).map_err(sandbox_error)?;
+    pub unsafe fn deserialize(engine: Engine, bytes: &[u8]) -> Result<Sandbox, Error> {
         let component = unsafe { Component::deserialize(&engine, bytes) }.map_err(sandbox_error)?;
         Self::from_component(engine, component)
     }
 
-    /// Compiles the embedded component to bytes for [`Sandbox::deserialize`].
+    /// The compiled component's bytes, for [`Sandbox::deserialize`].
     pub fn serialize(&self) -> Result<Vec<u8>, Error> {
         self.component.serialize().map_err(sandbox_error)
     }
 
-    /// Loads the component from a file (for tests of foreign components).
+    /// Loads a component from a file (e.g. to check that a foreign
+    /// component with other imports is refused).
     pub fn from_file(path: &Path) -> Result<Sandbox, Error> {
-        let engine = Engine::new(&Self::engine_config()).map_err(sandbox_error)?;
+        let engine = Self::new_engine()?;
         let component = Component::from_file(&engine, path).map_err(sandbox_error)?;
         Self::from_component(engine, component)
     }

@@ -1,0 +1,251 @@
+//! `secrets`: the command-line front end of the secrets subsystem, in the
+//! style of `doppler run` / `op run`. Runs on the embedded SQLite store by
+//! default; first use creates the store and its master key.
+
+mod args;
+mod format;
+mod run;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::Parser;
+use secrets_host::{Error, Scope, SecretMeta, SetRequest, cache, crypto, limit, store_url};
+
+use args::{Cli, Command, Format, KeyringCommand};
+
+/// An error for the user: one line on stderr and an exit code.
+#[derive(Debug)]
+pub struct CliError {
+    code: u8,
+    message: String,
+}
+
+impl CliError {
+    pub fn error(message: impl Into<String>) -> Self {
+        CliError { code: 1, message: message.into() }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        let code = match e {
+            Error::NotFound => 3,
+            Error::Conflict(_) => 4,
+            _ => 1,
+        };
+        CliError { code, message: e.to_string() }
+    }
+}
+
+impl From<secrets_host::VaultError> for CliError {
+    fn from(e: secrets_host::VaultError) -> Self {
+        CliError::error(e.to_string())
+    }
+}
+
+/// Adds what was looked for to a bare "not found".
+fn not_found(what: String) -> impl FnOnce(Error) -> CliError {
+    move |e| match e {
+        Error::NotFound => CliError { code: 3, message: format!("{what} not found") },
+        other => other.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run_cli(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn read_value(from_file: Option<PathBuf>) -> Result<Vec<u8>, CliError> {
+    // One byte more than any accepted value, so oversize input is reported
+    // by the component's limit check without reading all of it.
+    let cap = u64::from(limit::HARD_MAX_VALUE_BYTES) + 1;
+    let mut value = Vec::new();
+    match from_file {
+        Some(path) => fs_err(&path, std::fs::File::open(&path).and_then(|f| f.take(cap).read_to_end(&mut value)))?,
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprintln!("reading the value from stdin; end it with Ctrl-D");
+            }
+            fs_err(
+                std::path::Path::new("stdin"),
+                std::io::stdin().lock().take(cap).read_to_end(&mut value),
+            )?
+        }
+    };
+    Ok(value)
+}
+
+fn fs_err<T>(path: &std::path::Path, r: std::io::Result<T>) -> Result<T, CliError> {
+    r.map_err(|e| CliError::error(format!("{}: {e}", path.display())))
+}
+
+fn created(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Prints rows with each column padded to its widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let head: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+    for row in std::iter::once(head).chain(rows) {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn meta_rows(metas: &[SecretMeta]) -> Vec<Vec<String>> {
+    metas
+        .iter()
+        .map(|m| vec![m.key.clone(), m.kind.to_string(), m.version.to_string(), created(m.created_at), m.size.to_string()])
+        .collect()
+}
+
+fn out(bytes: &[u8]) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::error(format!("stdout: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(|e| CliError::error(e.to_string()))?;
+    text.push(b'\n');
+    out(&text)
+}
+
+fn run_cli(cli: Cli) -> Result<u8, CliError> {
+    let url = cli.store.clone().unwrap_or_else(store_url::default_url);
+    let scope = Scope::tenant(&cli.tenant)?;
+    if let Command::Keyring(KeyringCommand::Add) = cli.command {
+        return keyring_add(&url);
+    }
+    let backend = store_url::open(&url)?;
+    if let Command::Keyring(KeyringCommand::RotateAll) = cli.command {
+        let mut last = 0;
+        let n = backend.rotate_all(&mut |done, total| {
+            if done == total || done >= last + 100 {
+                last = done;
+                eprintln!("re-encrypted {done}/{total}");
+            }
+        })?;
+        out(format!("re-encrypted {n} entries under the newest master key\n").as_bytes())?;
+        return Ok(0);
+    }
+    let cache_dir = cache::default_dir();
+    let (sandbox, _, why) = cache::load(cache_dir.as_deref())?;
+    if let Some(why) = why {
+        eprintln!("warning: compiled-component cache not used ({why})");
+    }
+    let secrets = secrets_host::Secrets::with_sandbox(sandbox.into(), backend, secrets_host::Limits::default());
+
+    match cli.command {
+        Command::Set { instance, key, kind, from_file, if_version } => {
+            let value = read_value(from_file)?;
+            let mut req = SetRequest::new(&instance, &key, kind.into(), value);
+            req.if_version = if_version;
+            let meta = secrets.set(&scope, req)?;
+            out(format!("{} v{} ({})\n", meta.key, meta.version, meta.kind).as_bytes())?;
+        }
+        Command::Get { instance, key, version } => {
+            let what = format!("secret {key:?} in instance {instance:?}");
+            let secret = match version {
+                Some(v) => secrets
+                    .get_version(&scope, &instance, &key, v)
+                    .map_err(not_found(format!("version {v} of {what}")))?,
+                None => secrets.get(&scope, &instance, &key).map_err(not_found(what))?,
+            };
+            out(secret.value.expose())?;
+        }
+        Command::List { instance, json: as_json } => {
+            let metas = secrets.list(&scope, &instance)?;
+            if as_json {
+                json(&metas)?;
+            } else if metas.is_empty() {
+                eprintln!("no secrets in instance {instance:?}");
+            } else {
+                out(table(&["KEY", "TYPE", "VERSION", "CREATED", "SIZE"], meta_rows(&metas)).as_bytes())?;
+            }
+        }
+        Command::Versions { instance, key, json: as_json } => {
+            let metas = secrets
+                .versions(&scope, &instance, &key)
+                .map_err(not_found(format!("secret {key:?} in instance {instance:?}")))?;
+            if as_json {
+                json(&metas)?;
+            } else {
+                out(table(&["KEY", "TYPE", "VERSION", "CREATED", "SIZE"], meta_rows(&metas)).as_bytes())?;
+            }
+        }
+        Command::Inject { instance, format } => {
+            let env = secrets.inject(&scope, &instance)?;
+            out(&match format {
+                Format::Dotenv => format::dotenv(&env),
+                Format::Shell => format::shell(&env),
+                Format::Json => format::json(&env),
+            })?;
+        }
+        Command::Run(args) => {
+            let code = run::run(&secrets, &scope, args)?;
+            return Ok(u8::try_from(code).unwrap_or(1));
+        }
+        Command::Delete { instance, key } => {
+            secrets
+                .delete(&scope, &instance, &key)
+                .map_err(not_found(format!("secret {key:?} in instance {instance:?}")))?;
+            out(format!("deleted {key}\n").as_bytes())?;
+        }
+        Command::Rotate { instance, key, all } => {
+            let keys = match key {
+                Some(k) if !all => vec![k],
+                _ => secrets.list(&scope, &instance)?.into_iter().map(|m| m.key).collect(),
+            };
+            for key in keys {
+                let n = secrets
+                    .rotate(&scope, &instance, &key)
+                    .map_err(not_found(format!("secret {key:?} in instance {instance:?}")))?;
+                out(format!("{key}: re-encrypted {n} version{}\n", if n == 1 { "" } else { "s" }).as_bytes())?;
+            }
+        }
+        Command::Keyring(_) => unreachable!("handled above"),
+    }
+    Ok(0)
+}
+
+fn keyring_add(url: &str) -> Result<u8, CliError> {
+    if std::env::var_os(crypto::MASTER_KEY_ENV).is_some() {
+        return Err(CliError::error(format!(
+            "the master key comes from {}; add a generation there (1:<hex>,2:<hex>)",
+            crypto::MASTER_KEY_ENV
+        )));
+    }
+    let Some(path) = url.strip_prefix("sqlite:") else {
+        return Err(CliError::error("`keyring add` manages the key file of a sqlite: store; other stores take SECRETS_MASTER_KEY"));
+    };
+    let key_file = PathBuf::from(format!("{path}.key"));
+    let generation = crypto::Keyring::add_generation(&key_file)?;
+    out(format!(
+        "added master key generation {generation} to {}; run `secrets keyring rotate-all` to re-encrypt existing entries\n",
+        key_file.display()
+    )
+    .as_bytes())?;
+    Ok(0)
+}

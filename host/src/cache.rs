@@ -1,0 +1,156 @@
+//! An on-disk cache of the compiled component, so a CLI start does not
+//! recompile it (compiling takes ~100x longer than loading).
+//!
+//! The file name is a SHA-256 over wasmtime's compatibility hash (its
+//! version and every engine setting that affects code) and the component's
+//! bytes: a new build, a new wasmtime or other settings miss the cache. The
+//! file holds a SHA-256 of its payload, checked before wasmtime sees it, so a
+//! truncated or corrupt file is rebuilt, never run. Files are written to a
+//! temporary name and renamed into place, so concurrent starts never see a
+//! half-written file. The cache directory must be private to the user
+//! (mode 0700): one that others can write to is not used, since whoever
+//! writes the cache chooses the machine code the host runs.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::component::COMPONENT;
+use crate::error::Error;
+use crate::sandbox::Sandbox;
+
+/// The default cache directory: `$XDG_CACHE_HOME/secrets`, else
+/// `~/.cache/secrets`.
+pub fn default_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("secrets"))
+}
+
+/// What happened when loading the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Loaded from a valid cache file.
+    Hit,
+    /// Compiled, and the cache file written.
+    Compiled,
+    /// Compiled; the cache could not be used (the reason is in the string
+    /// returned alongside).
+    Uncached,
+}
+
+/// Feeds a `Hash` value into SHA-256.
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only write() is used")
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+fn cache_file(dir: &Path, engine: &wasmtime::Engine) -> PathBuf {
+    let mut h = ShaHasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut h);
+    h.0.update(Sha256::digest(COMPONENT));
+    h.0.update(std::env::consts::ARCH.as_bytes());
+    let key = hex::encode(&h.0.finalize()[..16]);
+    dir.join(format!("component-{key}.cwasm"))
+}
+
+/// Refuses a cache directory that is not ours alone.
+fn check_private(dir: &Path) -> Result<(), String> {
+    let meta = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(format!("{} belongs to another user", dir.display()));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(format!("{} is writable by group or others", dir.display()));
+    }
+    Ok(())
+}
+
+/// The sandbox, from the cache in `dir` when valid, else compiled (and the
+/// cache written). Never fails because of the cache: at worst it compiles.
+pub fn load(dir: Option<&Path>) -> Result<(Sandbox, CacheOutcome, Option<String>), Error> {
+    let engine = Sandbox::new_engine()?;
+    let Some(dir) = dir else {
+        return Ok((Sandbox::compile(engine)?, CacheOutcome::Uncached, Some("no cache directory".into())));
+    };
+    if let Err(e) = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        let why = format!("{}: {e}", dir.display());
+        return Ok((Sandbox::compile(engine)?, CacheOutcome::Uncached, Some(why)));
+    }
+    if let Err(why) = check_private(dir) {
+        return Ok((Sandbox::compile(engine)?, CacheOutcome::Uncached, Some(why)));
+    }
+    let path = cache_file(dir, &engine);
+    if let Ok(bytes) = fs::read(&path) {
+        if bytes.len() > 32 && Sha256::digest(&bytes[32..])[..] == bytes[..32] {
+            // SAFETY: the payload is exactly what `serialize` wrote for this
+            // engine's compatibility hash and component (checked by the
+            // file name and the digest), in a directory only we can write.
+            if let Ok(sandbox) = unsafe { Sandbox::deserialize(engine.clone(), &bytes[32..]) } {
+                return Ok((sandbox, CacheOutcome::Hit, None));
+            }
+        }
+    }
+    let sandbox = Sandbox::compile(engine)?;
+    match write_atomically(&path, &sandbox.serialize()?) {
+        Ok(()) => Ok((sandbox, CacheOutcome::Compiled, None)),
+        Err(e) => Ok((sandbox, CacheOutcome::Uncached, Some(format!("{}: {e}", path.display())))),
+    }
+}
+
+fn write_atomically(path: &Path, payload: &[u8]) -> std::io::Result<()> {
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), hex::encode(nonce)));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(&Sha256::digest(payload))?;
+        f.write_all(payload)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_is_written_then_hit_and_corruption_rebuilds() {
+        let dir = std::env::temp_dir().join(format!("secrets-cache-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (_, first, _) = load(Some(&dir)).unwrap();
+        assert_eq!(first, CacheOutcome::Compiled);
+        let (_, second, _) = load(Some(&dir)).unwrap();
+        assert_eq!(second, CacheOutcome::Hit);
+        let file = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let mut bytes = fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&file, &bytes).unwrap();
+        let (_, third, _) = load(Some(&dir)).unwrap();
+        assert_eq!(third, CacheOutcome::Compiled, "a corrupt file is rebuilt");
+        assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Hit);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Uncached, "a shared directory is not trusted");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

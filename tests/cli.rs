@@ -1,0 +1,308 @@
+//! End-to-end tests of the `secrets` binary, run as a user would: a real
+//! SQLite store in a temporary directory, values through stdin, output read
+//! back by bash.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_secrets");
+
+/// One compiled-component cache for the whole test process.
+fn cache_home() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap().keep())
+}
+
+/// A fresh store (its own data directory) and a way to run the CLI on it.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("data/secrets/secrets.db")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", self.dir.path())
+            .env("XDG_DATA_HOME", self.dir.path().join("data"))
+            .env("XDG_CACHE_HOME", cache_home())
+            .env("XDG_RUNTIME_DIR", self.dir.path());
+        c
+    }
+
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+        let o = self.run(args, stdin);
+        assert!(o.status.success(), "{args:?}: {:?}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    }
+
+    fn ok_text(&self, args: &[&str], stdin: &[u8]) -> String {
+        String::from_utf8(self.ok(args, stdin)).unwrap()
+    }
+
+    fn fails(&self, args: &[&str], stdin: &[u8], code: i32) -> String {
+        let o = self.run(args, stdin);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: stdout {:?} stderr {}", o.stdout, String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert!(o.stdout.is_empty(), "errors go to stderr only");
+        err
+    }
+}
+
+#[test]
+fn first_use_creates_the_store_and_a_private_key_file() {
+    let env = Env::new();
+    assert_eq!(env.ok_text(&["set", "web", "DB_URL", "--type", "env"], b"postgres://db"), "DB_URL v1 (env)\n");
+    assert!(env.db().exists());
+    let key_file = PathBuf::from(format!("{}.key", env.db().display()));
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn binary_values_round_trip_through_stdin_and_files() {
+    let env = Env::new();
+    let all: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    env.ok(&["set", "web", "blob.bin", "--type", "file"], &all);
+    assert_eq!(env.ok(&["get", "web", "blob.bin"], b""), all);
+    let path = env.dir.path().join("value");
+    std::fs::write(&path, b"from a file\n\0end").unwrap();
+    env.ok(&["set", "web", "blob.bin", "--type", "file", "--from-file", path.to_str().unwrap()], b"ignored");
+    assert_eq!(env.ok(&["get", "web", "blob.bin"], b""), b"from a file\n\0end");
+    assert_eq!(env.ok(&["get", "web", "blob.bin", "--version", "1"], b""), all);
+}
+
+#[test]
+fn versions_and_check_and_set() {
+    let env = Env::new();
+    for (i, v) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(env.ok_text(&["set", "web", "K", "--type", "env"], v.as_bytes()), format!("K v{} (env)\n", i + 1));
+    }
+    assert_eq!(env.ok(&["get", "web", "K", "--version", "2"], b""), b"b");
+    let versions: serde_json::Value = serde_json::from_slice(&env.ok(&["versions", "web", "K", "--json"], b"")).unwrap();
+    let numbers: Vec<u64> = versions.as_array().unwrap().iter().map(|m| m["version"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, vec![1, 2, 3]);
+    let err = env.fails(&["set", "web", "K", "--type", "env", "--if-version", "2"], b"d", 4);
+    assert!(err.starts_with("error: ") && err.contains("version 3"), "{err}");
+    assert_eq!(env.ok_text(&["set", "web", "K", "--type", "env", "--if-version", "3"], b"d"), "K v4 (env)\n");
+    env.fails(&["set", "web", "NEW", "--type", "env", "--if-version", "1"], b"x", 4);
+    env.ok(&["set", "web", "NEW", "--type", "env", "--if-version", "0"], b"x");
+}
+
+#[test]
+fn errors_are_one_line_with_documented_exit_codes() {
+    let env = Env::new();
+    let err = env.fails(&["get", "web", "MISSING"], b"", 3);
+    assert_eq!(err, "error: secret \"MISSING\" in instance \"web\" not found\n");
+    let err = env.fails(&["set", "web", "1BAD", "--type", "env"], b"v", 1);
+    assert_eq!(err.lines().count(), 1);
+    assert!(err.contains("key \"1BAD\" is not a valid environment variable name (env keys match [A-Za-z_][A-Za-z0-9_]*)"), "{err}");
+    // Usage errors, including a value passed as an argument.
+    env.fails(&["set", "web", "K", "--type", "env", "the-value"], b"", 2);
+    env.fails(&["set", "web", "K"], b"", 2);
+    env.fails(&["frobnicate"], b"", 2);
+    let err = env.fails(&["--store", "mysql://x", "list", "web"], b"", 1);
+    assert!(err.contains("unknown store URL"), "{err}");
+    env.fails(&["delete", "web", "MISSING"], b"", 3);
+    let big = vec![b'x'; 65537];
+    let err = env.fails(&["set", "web", "big", "--type", "file"], &big, 1);
+    assert!(err.contains("65536"), "{err}");
+}
+
+#[test]
+fn list_versions_and_inject_json_never_print_non_env_values() {
+    let env = Env::new();
+    let canary = "canary-8c1f-must-not-print";
+    env.ok(&["set", "web", "API_TOKEN", "--type", "env"], b"env-value");
+    env.ok(&["set", "web", "notes.txt", "--type", "file"], canary.as_bytes());
+    let reg = format!(r#"{{"auths":{{"ghcr.io":{{"username":"u","password":"{canary}"}}}}}}"#);
+    env.ok(&["set", "web", "ghcr", "--type", "registry"], reg.as_bytes());
+    let mut outputs = vec![
+        env.ok_text(&["list", "web"], b""),
+        env.ok_text(&["list", "web", "--json"], b""),
+        env.ok_text(&["versions", "web", "notes.txt"], b""),
+        env.ok_text(&["versions", "web", "ghcr", "--json"], b""),
+    ];
+    for format in ["json", "dotenv", "shell"] {
+        outputs.push(env.ok_text(&["inject", "web", "--format", format], b""));
+    }
+    for o in &outputs {
+        assert!(!o.contains(canary), "{o}");
+    }
+    let list = &outputs[0];
+    assert!(list.starts_with("KEY"), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("notes.txt") && l.contains(" file ") && l.ends_with(&canary.len().to_string())), "{list}");
+    let json: serde_json::Value = serde_json::from_str(&outputs[1]).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+    assert!(outputs[4].contains("env-value"), "inject prints env values by design");
+}
+
+const TRICKY: &str = "it's \"quoted\" $HOME `date` \\n # not a comment\nsecond line\ttab\n";
+
+fn tricky_env() -> Env {
+    let env = Env::new();
+    env.ok(&["set", "web", "TRICKY", "--type", "env"], TRICKY.as_bytes());
+    env.ok(&["set", "web", "PLAIN", "--type", "env"], b"plain");
+    env.ok(&["set", "web", "EMPTY", "--type", "env"], b"");
+    env
+}
+
+fn bash(script: &str, input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("bash")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    o.stdout
+}
+
+#[test]
+fn dotenv_output_is_read_back_byte_exact_by_bash() {
+    let env = tricky_env();
+    let dotenv = env.ok(&["inject", "web", "--format", "dotenv"], b"");
+    let got = bash(r#"set -a; source /dev/stdin; printf '%s|%s|%s' "$TRICKY" "$PLAIN" "${EMPTY-unset}""#, &dotenv);
+    assert_eq!(String::from_utf8(got).unwrap(), format!("{TRICKY}|plain|"));
+}
+
+#[test]
+fn shell_output_is_eval_safe_and_byte_exact() {
+    let env = tricky_env();
+    let shell = env.ok(&["inject", "web", "--format", "shell"], b"");
+    let got = bash(r#"eval "$(cat)"; printf '%s|%s' "$TRICKY" "$PLAIN""#, &shell);
+    assert_eq!(String::from_utf8(got).unwrap(), format!("{TRICKY}|plain"));
+}
+
+#[test]
+fn json_output_parses_to_the_same_values() {
+    let env = tricky_env();
+    let json: serde_json::Value = serde_json::from_slice(&env.ok(&["inject", "web", "--format", "json"], b"")).unwrap();
+    assert_eq!(json["TRICKY"], TRICKY);
+    assert_eq!(json["PLAIN"], "plain");
+    assert_eq!(json.as_object().unwrap().len(), 3);
+}
+
+#[test]
+fn run_passes_env_and_files_then_cleans_up_and_returns_the_exit_code() {
+    let env = Env::new();
+    env.ok(&["set", "web", "GREETING", "--type", "env"], b"hello $USER");
+    env.ok(&["set", "web", "app.conf", "--type", "file"], b"x=1\n");
+    env.ok(&["set", "web", "ghcr", "--type", "registry"], br#"{"auths":{"ghcr.io":{"auth":"dTpw"}}}"#);
+    let script = r#"printf '%s\n' "$GREETING"; cat "$SECRETS_DIR/app.conf"; stat -c '%a' "$SECRETS_DIR" "$SECRETS_DIR/app.conf";
+                    test -f "$DOCKER_CONFIG/config.json" && echo docker; echo "$SECRETS_DIR" > "$HOME/dir"; exit 7"#;
+    let o = env.run(&["run", "web", "--", "bash", "-c", script], b"");
+    assert_eq!(o.status.code(), Some(7), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), "hello $USER\nx=1\n700\n400\ndocker\n");
+    let dir = std::fs::read_to_string(env.dir.path().join("dir")).unwrap();
+    assert!(!Path::new(dir.trim()).exists(), "the mount directory is removed");
+    assert!(dir.starts_with(env.dir.path().to_str().unwrap()), "under XDG_RUNTIME_DIR: {dir}");
+}
+
+#[test]
+fn run_cleans_up_when_the_child_is_killed_by_a_signal() {
+    let env = Env::new();
+    env.ok(&["set", "web", "f", "--type", "file"], b"x");
+    let mount = env.dir.path().join("mnt");
+    let o = env.run(&["run", "web", "--mount-dir", mount.to_str().unwrap(), "--", "bash", "-c", "test -f \"$SECRETS_DIR/f\" && kill -KILL $$"], b"");
+    assert_eq!(o.status.code(), Some(128 + 9));
+    assert!(!mount.exists());
+}
+
+#[test]
+fn run_forwards_sigterm_to_the_child_and_cleans_up() {
+    let env = Env::new();
+    env.ok(&["set", "web", "f", "--type", "file"], b"x");
+    let mount = env.dir.path().join("mnt");
+    let marker = env.dir.path().join("got-term");
+    let script = format!("trap 'echo term > {}; exit 5' TERM; touch {}/ready; while true; do sleep 0.05; done", marker.display(), env.dir.path().display());
+    let mut child = env
+        .cmd(&["run", "web", "--mount-dir", mount.to_str().unwrap(), "--", "bash", "-c", &script])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env.dir.path().join("ready").exists() {
+        assert!(Instant::now() < deadline, "child never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(mount.join("f").exists());
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "the child's own exit code");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "term\n");
+    assert!(!mount.exists());
+}
+
+#[test]
+fn two_processes_share_one_store_without_losing_versions() {
+    let env = Env::new();
+    env.ok(&["set", "web", "K", "--type", "env"], b"0");
+    let script = |n: usize| format!("for i in $(seq 1 {n}); do printf v | {BIN} set web K --type env >/dev/null || exit 1; done");
+    let writer = || {
+        let vars = env.cmd(&[]).get_envs().map(|(k, v)| (k.to_owned(), v.unwrap().to_owned())).collect::<Vec<_>>();
+        Command::new("bash").args(["-c", &script(15)]).env_clear().envs(vars).spawn().unwrap()
+    };
+    let (mut a, mut b) = (writer(), writer());
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let versions: serde_json::Value = serde_json::from_slice(&env.ok(&["versions", "web", "K", "--json"], b"")).unwrap();
+    let numbers: Vec<u64> = versions.as_array().unwrap().iter().map(|m| m["version"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=31).collect::<Vec<u64>>());
+}
+
+#[test]
+fn tenants_are_separate_and_rotate_reports_counts() {
+    let env = Env::new();
+    env.ok(&["--tenant", "a", "set", "web", "K", "--type", "env"], b"a-value");
+    env.ok(&["--tenant", "a", "set", "web", "K", "--type", "env"], b"a-value2");
+    env.fails(&["--tenant", "b", "get", "web", "K"], b"", 3);
+    assert_eq!(env.ok_text(&["--tenant", "a", "rotate", "web", "K"], b""), "K: re-encrypted 2 versions\n");
+    env.ok(&["--tenant", "a", "set", "web", "L", "--type", "file"], b"l");
+    assert_eq!(env.ok_text(&["--tenant", "a", "rotate", "web", "--all"], b""), "K: re-encrypted 2 versions\nL: re-encrypted 1 version\n");
+    env.fails(&["--tenant", "a", "rotate", "web"], b"", 2);
+    assert_eq!(env.ok_text(&["--tenant", "a", "delete", "web", "K"], b""), "deleted K\n");
+    env.fails(&["--tenant", "a", "get", "web", "K"], b"", 3);
+}
+
+#[test]
+fn keyring_add_then_rotate_all_keeps_everything_readable() {
+    let env = Env::new();
+    env.ok(&["set", "web", "K", "--type", "env"], b"v1");
+    let out = env.ok_text(&["keyring", "add"], b"");
+    assert!(out.starts_with("added master key generation 2"), "{out}");
+    assert_eq!(env.ok(&["get", "web", "K"], b""), b"v1");
+    let out = env.ok_text(&["keyring", "rotate-all"], b"");
+    assert!(out.starts_with("re-encrypted "), "{out}");
+    assert_eq!(env.ok(&["get", "web", "K"], b""), b"v1");
+}
+
+#[test]
+fn a_warm_start_loads_the_cached_component() {
+    let env = Env::new();
+    env.ok(&["set", "web", "K", "--type", "env"], b"v");
+    let cached: Vec<_> = std::fs::read_dir(cache_home().join("secrets")).unwrap().collect();
+    assert!(!cached.is_empty(), "the compiled component is cached");
+    let o = env.run(&["get", "web", "K"], b"");
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}
