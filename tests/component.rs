@@ -328,3 +328,16 @@ fn the_service_is_shared_across_threads() {
         assert_eq!(h.join().unwrap().version, 1);
     }
 }
+
+#[test]
+fn a_component_importing_anything_else_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("greedy.wasm");
+    let wat = r#"(component (import "wasi:cli/environment@0.2.0" (instance)))"#;
+    std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+    match secrets_host::Sandbox::from_file(&path) {
+        Err(Error::Sandbox(m)) => assert!(m.contains("imports wasi:cli/environment@0.2.0") && m.contains("only"), "{m}"),
+        Err(other) => panic!("wrong error: {other:?}"),
+        Ok(_) => panic!("a component importing WASI was accepted"),
+    }
+}
