@@ -1,20 +1,694 @@
-//! PLACEHOLDER: being written (issue 3). Replace this whole file.
+//! The embedded SQLite backend, encrypted at rest: the default store
+//! (`sqlite:PATH`).
+//!
+//! # What it guarantees
+//! - **Atomicity per call.** Every exported call is one SQLite transaction:
+//!   a write call runs in `BEGIN IMMEDIATE` and lands on `COMMIT` or not at
+//!   all; a transaction dropped without commit is rolled back. Read calls run
+//!   in a deferred transaction and see one consistent snapshot.
+//! - **Writers serialise across threads and processes.** In-process writers
+//!   queue on a mutex; other processes sharing the file wait on SQLite's
+//!   write lock (`busy_timeout`, [`BUSY_TIMEOUT`]). WAL mode lets readers run
+//!   alongside the writer. Durability: `synchronous = FULL`.
+//! - **Encryption at rest.** Values are sealed by [`SealedTxn`] with the
+//!   master keyring (XChaCha20-Poly1305, associated data binding the full
+//!   vault key and the key generation): a ciphertext that is modified, or
+//!   moved to another row, fails to open with [`VaultError::Corrupt`]; wrong
+//!   plaintext is never returned.
+//! - **Wrong keys fail at open.** A key-check entry is sealed under each
+//!   generation when it is first used; opening with a key that does not
+//!   match it, or a keyring lacking a generation that entries still use, is
+//!   refused with a message that says so.
+//! - **Versioned schema.** `PRAGMA user_version` numbers the schema;
+//!   migrations run in order on open; a file from a newer build is refused.
+//!
+//! # What it does not protect
+//! - **Key names are visible**: the `entries.key` column holds vault keys in
+//!   the clear, i.e. hex-encoded tenant, instance and key names, plus
+//!   version numbers, value sizes (ciphertext length) and timing of writes.
+//! - **The key file next to the database** (`<db file>.key`, mode 0600)
+//!   protects only against the database file leaking alone (a copied file,
+//!   a backup without the key file). Anyone who can read both, e.g. the same
+//!   user account or root, can decrypt everything. Keep the key in
+//!   `SECRETS_MASTER_KEY` (from a secret manager or KMS) to separate them.
+//! - **Rollback of the whole file**: an attacker who can write the file can
+//!   restore an older copy (older values authenticate fine) or delete rows.
+//!   Integrity is per entry, not for the store as a whole.
+//! - Deleted ciphertext may linger in the WAL until a checkpoint
+//!   (`secure_delete` zeroes freed pages in the main file).
 
-use crate::vault::{Access, Backend, Transaction, VaultError};
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-pub struct SqliteBackend;
+use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+
+use crate::crypto::{Keyring, MASTER_KEY_ENV, sealed_generation};
+use crate::sealed::{RawTxn, SealedTxn};
+use crate::vault::{Access, Backend, Transaction, Vault, VaultError};
+
+/// How long a writer waits for another process's write transaction.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a writer waits for the writers queued before it in this
+/// process (each holds the lock for one call).
+const WRITER_WAIT: Duration = Duration::from_secs(30);
+/// Idle connections kept for reuse; more are opened under load and closed
+/// after their transaction.
+const MAX_IDLE: usize = 8;
+/// Entries re-sealed per write transaction by `rotate_all`, so that other
+/// writers get the lock between batches.
+const ROTATE_BATCH: usize = 200;
+/// `PRAGMA application_id` of a secrets store ("SCRT"): tells our files
+/// from other applications' SQLite databases.
+const APPLICATION_ID: i32 = 0x5343_5254;
+/// The vault key the key-check entries are sealed for; no vault key of the
+/// host starts with a NUL, and key checks live in their own table anyway.
+const KEY_CHECK_NAME: &str = "\0secrets-sqlite-key-check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"secrets sqlite key check";
+
+/// Schema migrations; `MIGRATIONS[n]` takes `user_version` n to n + 1.
+/// Append only: never edit a released migration.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: entries, the generation index rotate-all walks, key checks.
+    "CREATE TABLE entries (
+         key TEXT PRIMARY KEY NOT NULL,
+         value BLOB NOT NULL,
+         generation INTEGER NOT NULL
+     );
+     CREATE INDEX entries_by_generation ON entries (generation);
+     CREATE TABLE key_checks (
+         generation INTEGER PRIMARY KEY NOT NULL,
+         sealed BLOB NOT NULL
+     );",
+];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// A SQLite file store. `Send + Sync`; share it with an `Arc`.
+pub struct SqliteBackend {
+    shared: Arc<Shared>,
+}
+
+/// What the backend and its open transactions share.
+struct Shared {
+    path: PathBuf,
+    /// `sqlite:<path>`, for messages.
+    store: String,
+    keyring: Arc<Keyring>,
+    /// Idle connections: a transaction owns its connection and hands it
+    /// back here when it ends, so boxed transactions are `'static`.
+    idle: Mutex<Vec<Connection>>,
+    /// In-process writer queue (SQLite's own lock covers other processes).
+    writer: Arc<Mutex<()>>,
+}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<SqliteBackend>();
+};
 
 impl SqliteBackend {
-    pub fn from_url(_url: &str) -> Result<Self, VaultError> {
-        Err(VaultError::Rejected("the sqlite backend is not built yet".into()))
+    /// Opens `sqlite:PATH` (also `sqlite://PATH`; a relative PATH is taken
+    /// from the working directory). The master keyring comes from
+    /// `SECRETS_MASTER_KEY`, else from the key file `<PATH>.key` next to the
+    /// database, created with mode 0600 for a new store.
+    pub fn from_url(url: &str) -> Result<Self, VaultError> {
+        let path = path_from_url(url)?;
+        create_parent(&path)?;
+        let key_file = key_file_path(&path);
+        // A fresh key would make an existing store unreadable and leave a
+        // misleading key file behind: name the real problem instead.
+        if std::env::var(MASTER_KEY_ENV).is_err()
+            && !key_file.exists()
+            && fs::metadata(&path).is_ok_and(|m| m.len() > 0)
+        {
+            return Err(VaultError::Rejected(format!(
+                "the store sqlite:{} exists but its master key file {} is missing: restore the key file or set {MASTER_KEY_ENV}",
+                path.display(),
+                key_file.display()
+            )));
+        }
+        let keyring = Keyring::from_env_or_file(&key_file)?;
+        Self::open(&path, keyring)
+    }
+
+    /// Opens (creating if needed) the store at `path` with `keyring`:
+    /// migrates the schema and checks that the keyring matches the store.
+    pub fn open(path: &Path, keyring: Keyring) -> Result<Self, VaultError> {
+        let path = std::path::absolute(path)
+            .map_err(|e| VaultError::Rejected(format!("sqlite path {}: {e}", path.display())))?;
+        create_parent(&path)?;
+        let store = format!("sqlite:{}", path.display());
+        // Create the file private before SQLite does; SQLite gives the -wal
+        // and -shm files the mode of the database file.
+        match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(VaultError::Unavailable(format!("{store}: cannot create the database file: {e}"))),
+        }
+        let shared = Arc::new(Shared {
+            path,
+            store,
+            keyring: Arc::new(keyring),
+            idle: Mutex::new(Vec::new()),
+            writer: Arc::new(Mutex::new(())),
+        });
+        let conn = shared.connect()?;
+        initialise(&conn, &shared.keyring, &shared.store)?;
+        shared.give_back(conn);
+        Ok(SqliteBackend { shared })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// A raw transaction on a pooled connection: `BEGIN IMMEDIATE` for
+    /// writes (after this process's earlier writers), deferred for reads.
+    fn begin_raw(&self, access: Access) -> Result<RawConn, VaultError> {
+        let shared = &self.shared;
+        let writer = match access {
+            Access::Write => Some(shared.writer.try_lock_arc_for(WRITER_WAIT).ok_or_else(|| {
+                VaultError::Unavailable(format!(
+                    "{}: waited {}s for this process's other writers",
+                    shared.store,
+                    WRITER_WAIT.as_secs()
+                ))
+            })?),
+            Access::Read => None,
+        };
+        let conn = shared.take()?;
+        // Built before BEGIN so that any failure from here on hands the
+        // connection back in a clean state (see `Drop`).
+        let raw = RawConn { conn: Some(conn), shared: shared.clone(), access, _writer: writer };
+        let begin = match access {
+            Access::Write => "BEGIN IMMEDIATE",
+            Access::Read => "BEGIN DEFERRED",
+        };
+        raw.conn().execute_batch(begin).map_err(|e| db_error(&shared.store, "begin a transaction", e))?;
+        Ok(raw)
     }
 }
 
 impl Backend for SqliteBackend {
-    fn begin(&self, _access: Access, _lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
-        Err(VaultError::Rejected("the sqlite backend is not built yet".into()))
+    fn begin(&self, access: Access, _lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
+        // SQLite has one write lock per file, so writers serialise on the
+        // whole store: coarser than the lock scope, which is allowed.
+        let raw = self.begin_raw(access)?;
+        Ok(Box::new(SqliteTxn { inner: SealedTxn::new(raw, self.shared.keyring.clone()), shared: self.shared.clone() }))
     }
+
     fn describe(&self) -> String {
-        "sqlite".into()
+        self.shared.store.clone()
+    }
+
+    fn rotate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, VaultError> {
+        let newest = self.shared.keyring.newest();
+        let mut total = self.begin_raw(Access::Read)?.count_older(newest)?;
+        progress(0, total);
+        let mut done = 0u64;
+        loop {
+            // Each batch is its own write transaction: a failure keeps the
+            // batches before it, and other writers run in between.
+            let raw = self.begin_raw(Access::Write)?;
+            let keys = raw.older_keys(newest, ROTATE_BATCH)?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut txn =
+                SqliteTxn { inner: SealedTxn::new(raw, self.shared.keyring.clone()), shared: self.shared.clone() };
+            for key in &keys {
+                txn.rotate(key)?;
+            }
+            Box::new(txn).commit()?;
+            done += keys.len() as u64;
+            // Writers with an older keyring may add entries meanwhile.
+            total = total.max(done);
+            progress(done, total);
+        }
+        Ok(done)
+    }
+}
+
+impl Shared {
+    fn connect(&self) -> Result<Connection, VaultError> {
+        let err = |what: &str| {
+            let what = what.to_owned();
+            move |e| db_error(&self.store, &what, e)
+        };
+        // No URI flag: the path is a file name, never `file:` options.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(err("open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err("set busy_timeout"))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(err("switch to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(store = %self.store, journal_mode = %mode, "WAL mode unavailable; readers will wait for writers");
+        }
+        for (pragma, value) in
+            [("synchronous", "FULL"), ("secure_delete", "ON"), ("foreign_keys", "ON"), ("trusted_schema", "OFF")]
+        {
+            conn.pragma_update(None, pragma, value).map_err(err(&format!("set {pragma}")))?;
+        }
+        Ok(conn)
+    }
+
+    fn take(&self) -> Result<Connection, VaultError> {
+        if let Some(conn) = self.idle.lock().pop() {
+            return Ok(conn);
+        }
+        self.connect()
+    }
+
+    /// Keeps a connection for reuse if it is outside any transaction and
+    /// the pool has room; otherwise closes it.
+    fn give_back(&self, conn: Connection) {
+        if conn.is_autocommit() {
+            let mut idle = self.idle.lock();
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+/// Creates the schema or migrates it, and checks the keyring against the
+/// store. A first, read-only pass avoids taking the write lock on every
+/// open; only when something must be written (a new store, a migration, the
+/// key check of a new generation) does a second pass run under
+/// `BEGIN IMMEDIATE`, which re-checks everything.
+fn initialise(conn: &Connection, keyring: &Keyring, store: &str) -> Result<(), VaultError> {
+    for write in [false, true] {
+        let begin = if write { "BEGIN IMMEDIATE" } else { "BEGIN DEFERRED" };
+        conn.execute_batch(begin).map_err(|e| db_error(store, "begin the schema check", e))?;
+        let result = prepare(conn, keyring, store, write);
+        let end = if matches!(result, Ok(true)) && write { "COMMIT" } else { "ROLLBACK" };
+        let ended = conn.execute_batch(end).map_err(|e| db_error(store, "end the schema check", e));
+        if result? {
+            return ended;
+        }
+        ended?;
+    }
+    Err(VaultError::Other(format!("{store}: the schema check did not complete")))
+}
+
+/// One pass of [`initialise`]; `Ok(false)` when it needs to write but may
+/// not.
+fn prepare(conn: &Connection, keyring: &Keyring, store: &str, write: bool) -> Result<bool, VaultError> {
+    let err = |what: &'static str| move |e| db_error(store, what, e);
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err("read the schema version"))?;
+    let app_id: i32 =
+        conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(err("read the application id"))?;
+    if app_id != APPLICATION_ID && (app_id != 0 || version != 0) {
+        return Err(VaultError::Rejected(format!("{store} is not a secrets store (application_id {app_id:#x})")));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(VaultError::Rejected(format!(
+            "{store} has schema version {version}, newer than this build understands ({SCHEMA_VERSION}): upgrade secrets"
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        if !write {
+            return Ok(false);
+        }
+        if version == 0 {
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+                .map_err(err("read the schema"))?;
+            if tables > 0 {
+                return Err(VaultError::Rejected(format!(
+                    "{store} is a SQLite database of another application; refusing to add the secrets schema to it"
+                )));
+            }
+        }
+        for (n, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(migration)
+                .map_err(|e| db_error(store, &format!("migrate the schema to version {}", n + 1), e))?;
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(err("set the application id"))?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err("set the schema version"))?;
+    }
+    check_keyring(conn, keyring, store)?;
+    let newest = keyring.newest();
+    let has_newest: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM key_checks WHERE generation = ?1)", [newest], |r| r.get(0))
+        .map_err(err("read the key checks"))?;
+    if !has_newest {
+        if !write {
+            return Ok(false);
+        }
+        // Keyring::seal only seals under the newest generation, so that is
+        // the one a check is written for; older generations got theirs when
+        // they were newest (or are verified by their entries).
+        let sealed = keyring.seal(KEY_CHECK_NAME, KEY_CHECK_PLAINTEXT)?;
+        conn.execute("INSERT INTO key_checks (generation, sealed) VALUES (?1, ?2)", rusqlite::params![newest, sealed])
+            .map_err(err("write the key check"))?;
+    }
+    Ok(true)
+}
+
+/// Refuses a keyring that does not match the store: a generation whose
+/// key-check entry fails to open, no generation in common with the store,
+/// or entries sealed under generations the keyring lacks.
+fn check_keyring(conn: &Connection, keyring: &Keyring, store: &str) -> Result<(), VaultError> {
+    let err = |what: &'static str| move |e| db_error(store, what, e);
+    let checks: Vec<(u32, Vec<u8>)> = conn
+        .prepare("SELECT generation, sealed FROM key_checks ORDER BY generation")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(err("read the key checks"))?;
+    let held = keyring.generations();
+    for (generation, sealed) in checks.iter().filter(|(g, _)| held.contains(g)) {
+        if keyring.open(KEY_CHECK_NAME, sealed).ok().as_deref() != Some(KEY_CHECK_PLAINTEXT) {
+            return Err(VaultError::Corrupt(format!(
+                "the master key does not match this store: generation {generation} fails the key check of {store} \
+                 (wrong {MASTER_KEY_ENV} or key file?)"
+            )));
+        }
+    }
+    let store_gens: Vec<u32> = checks.iter().map(|(g, _)| *g).collect();
+    if !store_gens.is_empty() && !store_gens.iter().any(|g| held.contains(g)) {
+        return Err(VaultError::Corrupt(format!(
+            "the master key does not match this store: {store} has keys of generation(s) {store_gens:?}, \
+             the keyring holds generation(s) {held:?}"
+        )));
+    }
+    // Distinct generations in use, by index seeks (a loose index scan).
+    let mut missing = Vec::new();
+    let mut after = i64::MIN;
+    while let Some(generation) = conn
+        .query_row("SELECT generation FROM entries WHERE generation > ?1 ORDER BY generation LIMIT 1", [after], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()
+        .map_err(err("read the entry generations"))?
+    {
+        if !u32::try_from(generation).is_ok_and(|g| held.contains(&g)) {
+            let count: i64 = conn
+                .query_row("SELECT count(*) FROM entries WHERE generation = ?1", [generation], |r| r.get(0))
+                .map_err(err("count entries by generation"))?;
+            missing.push(format!("{count} under generation {generation}"));
+        }
+        after = generation;
+    }
+    if !missing.is_empty() {
+        return Err(VaultError::Corrupt(format!(
+            "the master key does not match this store: {store} has entries sealed under generations the keyring \
+             (generations {held:?}) does not hold ({}); restore them to the key file, and run rotate-all before \
+             retiring a generation",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Rows of one transaction on a connection it owns (so the boxed
+/// transaction is `'static`). Drop rolls back unless committed, then hands
+/// the connection back to the pool; the writer lock is released last.
+struct RawConn {
+    conn: Option<Connection>,
+    shared: Arc<Shared>,
+    access: Access,
+    _writer: Option<ArcMutexGuard<RawMutex, ()>>,
+}
+
+impl RawConn {
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("the connection is held until drop")
+    }
+
+    fn err(&self, what: String) -> impl FnOnce(rusqlite::Error) -> VaultError + '_ {
+        move |e| db_error(&self.shared.store, &what, e)
+    }
+
+    /// A read call cannot write: refusing here keeps a read transaction
+    /// from ever taking the write lock.
+    fn writable(&self, key: &str) -> Result<(), VaultError> {
+        match self.access {
+            Access::Write => Ok(()),
+            Access::Read => {
+                Err(VaultError::Rejected(format!("{}: write of {key} in a read-only transaction", self.shared.store)))
+            }
+        }
+    }
+
+    fn count_older(&self, newest: u32) -> Result<u64, VaultError> {
+        self.conn()
+            .query_row("SELECT count(*) FROM entries WHERE generation < ?1", [newest], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(self.err("count entries to rotate".into()))
+    }
+
+    fn older_keys(&self, newest: u32, limit: usize) -> Result<Vec<String>, VaultError> {
+        self.conn()
+            .prepare("SELECT key FROM entries WHERE generation < ?1 LIMIT ?2")
+            .and_then(|mut s| s.query_map(rusqlite::params![newest, limit as i64], |r| r.get(0))?.collect())
+            .map_err(self.err("list entries to rotate".into()))
+    }
+}
+
+impl RawTxn for RawConn {
+    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        let row: Option<(Vec<u8>, i64)> = self
+            .conn()
+            .prepare_cached("SELECT value, generation FROM entries WHERE key = ?1")
+            .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(self.err(format!("read entry {key}")))?;
+        let Some((sealed, generation)) = row else { return Ok(None) };
+        // The column steers rotate-all and the open-time check; one that
+        // disagrees with the authenticated header would hide an entry from
+        // rotation, so it is corruption too.
+        let sealed_gen = sealed_generation(&sealed).map_err(|_| {
+            VaultError::Corrupt(format!("entry {key} is not in the sealed format ({})", self.shared.store))
+        })?;
+        if i64::from(sealed_gen) != generation {
+            return Err(VaultError::Corrupt(format!(
+                "entry {key} is sealed under generation {sealed_gen} but its row says {generation} ({})",
+                self.shared.store
+            )));
+        }
+        Ok(Some(sealed))
+    }
+
+    fn put(&mut self, key: &str, sealed: &[u8], generation: u32) -> Result<(), VaultError> {
+        self.writable(key)?;
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO entries (key, value, generation) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, generation = excluded.generation",
+            )
+            .and_then(|mut s| s.execute(rusqlite::params![key, sealed, generation]))
+            .map_err(self.err(format!("write entry {key}")))?;
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &str) -> Result<(), VaultError> {
+        self.writable(key)?;
+        self.conn()
+            .prepare_cached("DELETE FROM entries WHERE key = ?1")
+            .and_then(|mut s| s.execute([key]))
+            .map_err(self.err(format!("delete entry {key}")))?;
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), VaultError> {
+        // On failure the transaction is still open; drop rolls it back.
+        self.conn().execute_batch("COMMIT").map_err(self.err("commit".into()))
+    }
+}
+
+impl Drop for RawConn {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
+            // Closing the connection rolls back whatever is left.
+            tracing::warn!(store = %self.shared.store, error = %e, "rollback failed; closing the connection");
+            return;
+        }
+        self.shared.give_back(conn);
+    }
+}
+
+/// The transaction handed to the host: [`SealedTxn`] over [`RawConn`],
+/// with the store named in every error.
+struct SqliteTxn {
+    inner: SealedTxn<RawConn>,
+    shared: Arc<Shared>,
+}
+
+impl SqliteTxn {
+    fn named<T>(&self, r: Result<T, VaultError>) -> Result<T, VaultError> {
+        r.map_err(|e| name_store(e, &self.shared.store))
+    }
+}
+
+impl Vault for SqliteTxn {
+    fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        let r = self.inner.store(key, value);
+        self.named(r)
+    }
+
+    fn retrieve(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        let r = self.inner.retrieve(key);
+        self.named(r)
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), VaultError> {
+        let r = self.inner.delete(key);
+        self.named(r)
+    }
+
+    fn rotate(&mut self, key: &str) -> Result<(), VaultError> {
+        let r = self.inner.rotate(key);
+        self.named(r)
+    }
+}
+
+impl Transaction for SqliteTxn {
+    fn commit(self: Box<Self>) -> Result<(), VaultError> {
+        let SqliteTxn { inner, shared } = *self;
+        Box::new(inner).commit().map_err(|e| name_store(e, &shared.store))
+    }
+}
+
+/// Adds the store to a message that does not name it yet (the keyring's
+/// errors know the entry, not the file).
+fn name_store(e: VaultError, store: &str) -> VaultError {
+    let add = |m: String| if m.contains(store) { m } else { format!("{m} ({store})") };
+    match e {
+        VaultError::Unavailable(m) => VaultError::Unavailable(add(m)),
+        VaultError::Corrupt(m) => VaultError::Corrupt(add(m)),
+        VaultError::Rejected(m) => VaultError::Rejected(add(m)),
+        VaultError::Other(m) => VaultError::Other(add(m)),
+    }
+}
+
+/// A SQLite error as a [`VaultError`] naming the store and the operation.
+/// SQLite's messages name tables and columns, never bound values.
+fn db_error(store: &str, what: &str, e: rusqlite::Error) -> VaultError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => VaultError::Unavailable(format!(
+            "{store}: {what}: the database stayed locked by another writer for more than {}s",
+            BUSY_TIMEOUT.as_secs()
+        )),
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::NoLargeFileSupport,
+        ) => VaultError::Unavailable(format!("{store}: {what}: {e}")),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            VaultError::Corrupt(format!("{store}: {what}: {e}"))
+        }
+        _ => VaultError::Other(format!("{store}: {what}: {e}")),
+    }
+}
+
+/// The database path of a `sqlite:` URL; `sqlite:` alone is the default
+/// path. `sqlite://x` is read as `x`, so `sqlite:///var/x.db` is absolute.
+fn path_from_url(url: &str) -> Result<PathBuf, VaultError> {
+    let rest = url
+        .strip_prefix("sqlite:")
+        .ok_or_else(|| VaultError::Rejected(format!("{url:?} is not a sqlite: store URL")))?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    match rest {
+        "" => Ok(crate::store_url::default_sqlite_path()),
+        ":memory:" => Err(VaultError::Rejected("sqlite::memory: is not supported; use the memory: store".into())),
+        path => Ok(PathBuf::from(path)),
+    }
+}
+
+/// `<db file name>.key`, beside the database.
+fn key_file_path(db: &Path) -> PathBuf {
+    let mut name = OsString::from(db.as_os_str());
+    name.push(".key");
+    PathBuf::from(name)
+}
+
+/// Creates missing parent directories, private (0700) since they hold the
+/// key file too.
+fn create_parent(path: &Path) -> Result<(), VaultError> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| VaultError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db(name: &str) -> (PathBuf, PathBuf) {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("secrets-sqlite-unit-{name}-{}-{nanos}", std::process::id()));
+        (dir.join("nested/store.db"), dir)
+    }
+
+    #[test]
+    fn urls_name_paths_and_key_files() {
+        assert_eq!(path_from_url("sqlite:/var/lib/s.db").unwrap(), PathBuf::from("/var/lib/s.db"));
+        assert_eq!(path_from_url("sqlite:///var/lib/s.db").unwrap(), PathBuf::from("/var/lib/s.db"));
+        assert_eq!(path_from_url("sqlite:rel/s.db").unwrap(), PathBuf::from("rel/s.db"));
+        assert!(path_from_url("sqlite:").unwrap().ends_with("secrets/secrets.db"));
+        assert!(matches!(path_from_url("sqlite::memory:"), Err(VaultError::Rejected(m)) if m.contains("memory:")));
+        assert!(path_from_url("postgres://x").is_err());
+        assert_eq!(key_file_path(Path::new("/d/secrets.db")), PathBuf::from("/d/secrets.db.key"));
+    }
+
+    #[test]
+    fn transactions_commit_roll_back_and_reads_cannot_write() {
+        let (db, dir) = temp_db("txn");
+        let backend = SqliteBackend::open(&db, Keyring::single([3; 32])).unwrap();
+        assert!(db.parent().unwrap().is_dir(), "parent directories are created");
+        assert_eq!(backend.describe(), format!("sqlite:{}", db.display()));
+        let mut t = backend.begin(Access::Write, "s").unwrap();
+        t.store("t/61/k", b"v").unwrap();
+        t.commit().unwrap();
+        {
+            let mut t = backend.begin(Access::Write, "s").unwrap();
+            t.store("t/61/k", b"changed").unwrap();
+        }
+        let mut r = backend.begin(Access::Read, "s").unwrap();
+        assert_eq!(r.retrieve("t/61/k").unwrap().as_deref(), Some(&b"v"[..]));
+        let err = r.store("t/61/k", b"x").unwrap_err();
+        assert!(
+            matches!(&err, VaultError::Rejected(m) if m.contains("read-only") && m.contains(&backend.describe())),
+            "{err:?}"
+        );
+        drop(r);
+        // Every connection went back to the pool outside a transaction.
+        assert!(backend.shared.idle.lock().iter().all(Connection::is_autocommit));
+        let conn = Connection::open(&db).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!((version, mode.as_str()), (SCHEMA_VERSION, "wal"));
+        drop(backend);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn other_applications_databases_are_left_alone() {
+        let (db, dir) = temp_db("foreign");
+        fs::create_dir_all(db.parent().unwrap()).unwrap();
+        Connection::open(&db).unwrap().execute_batch("CREATE TABLE photos (id INTEGER)").unwrap();
+        let err = SqliteBackend::open(&db, Keyring::single([3; 32])).err().unwrap();
+        assert!(matches!(&err, VaultError::Rejected(m) if m.contains("another application")), "{err:?}");
+        fs::remove_dir_all(dir).unwrap();
     }
 }
