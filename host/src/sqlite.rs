@@ -137,6 +137,12 @@ impl SqliteBackend {
         Self::open(&path, keyring)
     }
 
+    /// The key file a `sqlite:` URL's store uses when `SECRETS_MASTER_KEY`
+    /// is unset: `<db file>.key` beside the database.
+    pub fn key_file(url: &str) -> Result<PathBuf, VaultError> {
+        Ok(key_file_path(&path_from_url(url)?))
+    }
+
     /// Opens (creating if needed) the store at `path` with `keyring`:
     /// migrates the schema and checks that the keyring matches the store.
     pub fn open(path: &Path, keyring: Keyring) -> Result<Self, VaultError> {

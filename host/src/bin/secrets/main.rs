@@ -237,10 +237,14 @@ fn keyring_add(url: &str) -> Result<u8, CliError> {
             crypto::MASTER_KEY_ENV
         )));
     }
-    let Some(path) = url.strip_prefix("sqlite:") else {
-        return Err(CliError::error("`keyring add` manages the key file of a sqlite: store; other stores take SECRETS_MASTER_KEY"));
+    let key_file = if url.starts_with("sqlite:") {
+        secrets_host::sqlite::SqliteBackend::key_file(url)?
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        secrets_host::postgres::PostgresBackend::key_file(url)?
+            .ok_or_else(|| CliError::error("this postgres store takes its key from SECRETS_MASTER_KEY; add `key_file=PATH` to use a key file"))?
+    } else {
+        return Err(CliError::error("`keyring add` manages the key file of a sqlite: or postgres: (key_file=) store"));
     };
-    let key_file = PathBuf::from(format!("{path}.key"));
     let generation = crypto::Keyring::add_generation(&key_file)?;
     out(format!(
         "added master key generation {generation} to {}; run `secrets keyring rotate-all` to re-encrypt existing entries\n",
