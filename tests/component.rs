@@ -341,3 +341,17 @@ fn a_component_importing_anything_else_is_refused() {
         Ok(_) => panic!("a component importing WASI was accepted"),
     }
 }
+
+#[test]
+fn resolve_returns_env_and_mounts_from_one_call() {
+    let (s, t) = setup();
+    s.set(&t, env("PORT", "80")).unwrap();
+    s.set(&t, SetRequest::new("web-1", "app.conf", SecretType::File, "x=1")).unwrap();
+    let r = s.resolve(&t, "web-1").unwrap();
+    assert_eq!(r.env.keys().collect::<Vec<_>>(), vec!["PORT"]);
+    assert_eq!(r.env["PORT"].expose(), b"80");
+    assert_eq!(r.mounts.len(), 1);
+    assert_eq!((r.mounts[0].path.as_str(), r.mounts[0].contents.expose()), ("app.conf", &b"x=1"[..]));
+    assert!(s.resolve(&t, "nobody").unwrap().env.is_empty());
+    assert!(matches!(s.resolve(&t, "../x"), Err(Error::InvalidArgument(_))));
+}

@@ -40,7 +40,7 @@ pub mod vault;
 pub use error::Error;
 pub use memory::MemoryBackend;
 pub use sandbox::Sandbox;
-pub use secrets::Secrets;
+pub use secrets::{Resolved, Secrets};
 pub use secrets_guest::Limits;
 pub use secrets_guest::limits as limit;
 pub use tenant::Scope;

@@ -80,6 +80,23 @@ fn error_out(e: api::Error) -> Error {
     }
 }
 
+fn env_out(pairs: Vec<(String, String)>) -> BTreeMap<String, SecretValue> {
+    pairs.into_iter().map(|(k, v)| (k, SecretValue::from(v))).collect()
+}
+
+fn mounts_out(mounts: Vec<api::Mount>) -> Vec<Mount> {
+    mounts.into_iter().map(|m| Mount { path: m.path, mode: m.mode, contents: SecretValue::new(m.contents) }).collect()
+}
+
+/// An instance's secrets as a container start consumes them.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Env secrets, name → value.
+    pub env: BTreeMap<String, SecretValue>,
+    /// Files of file, tls and registry secrets.
+    pub mounts: Vec<Mount>,
+}
+
 type Call<R> = wasmtime::Result<Result<R, api::Error>>;
 
 impl Secrets {
@@ -172,18 +189,26 @@ impl Secrets {
     /// start-up.
     #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id))]
     pub fn inject(&self, scope: &Scope, instance_id: &str) -> Result<BTreeMap<String, SecretValue>, Error> {
-        self.call("inject", scope, instance_id, Access::Read, |g, s| g.call_inject(s, instance_id))
-            .map(|pairs| pairs.into_iter().map(|(k, v)| (k, SecretValue::from(v))).collect())
+        self.call("inject", scope, instance_id, Access::Read, |g, s| g.call_inject(s, instance_id)).map(env_out)
     }
 
     /// The files the instance's file, tls and registry secrets become.
     #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id))]
     pub fn mounts(&self, scope: &Scope, instance_id: &str) -> Result<Vec<Mount>, Error> {
-        self.call("mounts", scope, instance_id, Access::Read, |g, s| g.call_mounts(s, instance_id)).map(|v| {
-            v.into_iter()
-                .map(|m| Mount { path: m.path, mode: m.mode, contents: SecretValue::new(m.contents) })
-                .collect()
+        self.call("mounts", scope, instance_id, Access::Read, |g, s| g.call_mounts(s, instance_id)).map(mounts_out)
+    }
+
+    /// What a container start needs, read in one transaction so the two
+    /// halves agree: the env secrets ([`Secrets::inject`]) and the files
+    /// ([`Secrets::mounts`]).
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id))]
+    pub fn resolve(&self, scope: &Scope, instance_id: &str) -> Result<Resolved, Error> {
+        self.call("resolve", scope, instance_id, Access::Read, |g, s| {
+            let env = g.call_inject(&mut *s, instance_id)?;
+            let mounts = g.call_mounts(&mut *s, instance_id)?;
+            Ok(env.and_then(|env| mounts.map(|mounts| (env, mounts))))
         })
+        .map(|(env, mounts)| Resolved { env: env_out(env), mounts: mounts_out(mounts) })
     }
 
     /// Deletes a key and all its versions.

@@ -93,8 +93,8 @@ fn write_mount(dir: &mut MountDir, mount: &Mount) -> Result<(), CliError> {
 }
 
 pub fn run(secrets: &Secrets, scope: &Scope, args: RunArgs) -> Result<i32, CliError> {
-    let env = secrets.inject(scope, &args.instance)?;
-    let mounts = secrets.mounts(scope, &args.instance)?;
+    let secrets_of_instance = secrets.resolve(scope, &args.instance)?;
+    let (env, mounts) = (secrets_of_instance.env, secrets_of_instance.mounts);
     let mut dir = prepare_dir(args.mount_dir.as_deref())?;
     for m in &mounts {
         write_mount(&mut dir, m)?;
