@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use secrets_host::component::ALLOWED_IMPORTS;
 use secrets_host::{Error, Limits, MemoryBackend, Scope, SecretType, SecretValue, SetRequest};
+use secrets_tests::conformance::FaultyBackend;
 use secrets_tests::{fixture, sandbox, service, service_with, tls_bundle};
 
 fn setup() -> (secrets_host::Secrets, Scope) {
@@ -354,4 +355,34 @@ fn resolve_returns_env_and_mounts_from_one_call() {
     assert_eq!((r.mounts[0].path.as_str(), r.mounts[0].contents.expose()), ("app.conf", &b"x=1"[..]));
     assert!(s.resolve(&t, "nobody").unwrap().env.is_empty());
     assert!(matches!(s.resolve(&t, "../x"), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn a_call_past_its_deadline_is_interrupted_and_stores_nothing() {
+    let backend = Arc::new(MemoryBackend::new());
+    let t = Scope::tenant("acme").unwrap();
+    let hasty = service(backend.clone()).with_call_timeout(std::time::Duration::ZERO);
+    match hasty.set(&t, env("A", "v")) {
+        Err(Error::Trap { call: "set", message }) => assert!(message.contains("interrupt"), "{message}"),
+        other => panic!("expected an interrupted call, got {other:?}"),
+    }
+    assert!(backend.is_empty());
+    assert_eq!(service(backend).set(&t, env("A", "v")).unwrap().version, 1);
+}
+
+#[test]
+fn a_trap_after_vault_writes_rolls_them_back() {
+    let backend = Arc::new(MemoryBackend::new());
+    let t = Scope::tenant("acme").unwrap();
+    service(backend.clone()).set(&t, env("A", "old")).unwrap();
+    // Each store takes 300 ms; the call may run 50 ms: the component is
+    // interrupted when it resumes after its first store has landed in the
+    // transaction.
+    let slow = service(FaultyBackend::slow(backend.clone(), std::time::Duration::from_millis(300)))
+        .with_call_timeout(std::time::Duration::from_millis(50));
+    assert!(matches!(slow.set(&t, env("A", "new")), Err(Error::Trap { call: "set", .. })));
+    let s = service(backend);
+    let got = s.get(&t, "web-1", "A").unwrap();
+    assert_eq!((got.meta.version, got.value.expose()), (1, &b"old"[..]));
+    assert_eq!(s.versions(&t, "web-1", "A").unwrap().len(), 1);
 }

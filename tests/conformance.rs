@@ -131,32 +131,50 @@ pub fn values_at_the_limit(backend: Arc<dyn Backend>) {
     assert_eq!(s.versions(&scope, "web", "big.bin").unwrap().len(), 1);
 }
 
-/// A backend wrapper whose transactions fail the n-th store.
-struct FailNthStore {
-    inner: Arc<dyn Backend>,
-    n: usize,
+/// A backend wrapper that injects faults into its transactions' stores:
+/// failing the n-th one, or delaying each.
+pub struct FaultyBackend {
+    pub inner: Arc<dyn Backend>,
+    /// Fail the store after this many succeeded.
+    pub fail_after_stores: Option<usize>,
+    /// Sleep this long in every store.
+    pub store_delay: std::time::Duration,
 }
 
-struct FailingTxn {
+impl FaultyBackend {
+    pub fn failing(inner: Arc<dyn Backend>, n: usize) -> Arc<dyn Backend> {
+        Arc::new(FaultyBackend { inner, fail_after_stores: Some(n), store_delay: Default::default() })
+    }
+
+    pub fn slow(inner: Arc<dyn Backend>, delay: std::time::Duration) -> Arc<dyn Backend> {
+        Arc::new(FaultyBackend { inner, fail_after_stores: None, store_delay: delay })
+    }
+}
+
+struct FaultyTxn {
     inner: Box<dyn Transaction>,
-    left: usize,
+    left: Option<usize>,
+    delay: std::time::Duration,
 }
 
-impl Backend for FailNthStore {
+impl Backend for FaultyBackend {
     fn begin(&self, access: Access, lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
-        Ok(Box::new(FailingTxn { inner: self.inner.begin(access, lock_scope)?, left: self.n }))
+        let inner = self.inner.begin(access, lock_scope)?;
+        Ok(Box::new(FaultyTxn { inner, left: self.fail_after_stores, delay: self.store_delay }))
     }
     fn describe(&self) -> String {
-        format!("failing({})", self.inner.describe())
+        format!("faulty({})", self.inner.describe())
     }
 }
 
-impl Vault for FailingTxn {
+impl Vault for FaultyTxn {
     fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError> {
-        if self.left == 0 {
-            return Err(VaultError::Unavailable("injected failure".into()));
+        thread::sleep(self.delay);
+        match &mut self.left {
+            Some(0) => return Err(VaultError::Unavailable("injected failure".into())),
+            Some(n) => *n -= 1,
+            None => {}
         }
-        self.left -= 1;
         self.inner.store(key, value)
     }
     fn retrieve(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
@@ -170,7 +188,7 @@ impl Vault for FailingTxn {
     }
 }
 
-impl Transaction for FailingTxn {
+impl Transaction for FaultyTxn {
     fn commit(self: Box<Self>) -> Result<(), VaultError> {
         self.inner.commit()
     }
@@ -183,7 +201,7 @@ pub fn failed_call_rolls_back(backend: Arc<dyn Backend>) {
     let good = crate::service(backend.clone());
     good.set(&scope, SetRequest::new("web", "A", SecretType::Env, "old")).unwrap();
     for n in 0..3 {
-        let failing = crate::service(Arc::new(FailNthStore { inner: backend.clone(), n }));
+        let failing = crate::service(FaultyBackend::failing(backend.clone(), n));
         let err = failing.set(&scope, SetRequest::new("web", "A", SecretType::Env, "new")).unwrap_err();
         assert!(matches!(err, Error::Vault(ref m) if m.contains("injected failure")), "{err:?}");
         let err = failing.set(&scope, SetRequest::new("web", "B", SecretType::Env, "new")).unwrap_err();
@@ -252,11 +270,26 @@ pub fn rotate_keeps_plaintext(backend: Arc<dyn Backend>) {
     assert_eq!(s.rotate(&scope, "web", "NOPE").unwrap_err(), Error::NotFound);
 }
 
-/// Errors raised while a value is in flight do not quote it.
+/// Errors never quote the value being set: not a validation error from the
+/// component, not a vault error from the backend.
 pub fn errors_do_not_leak_values(backend: Arc<dyn Backend>) {
     let scope = Scope::tenant(&unique("leak")).unwrap();
-    let failing = crate::service(Arc::new(FailNthStore { inner: backend, n: 0 }));
     let canary = "canary-7f3a9c-do-not-print";
+    let s = crate::service(backend.clone());
+    let bad_values: Vec<(SecretType, String)> = vec![
+        (SecretType::Env, format!("{canary}\0nul")),
+        (SecretType::Registry, format!("{{\"auths\":{{\"r\":{{\"auth\":\"{canary}\"}}}}}}")),
+        (SecretType::Registry, format!("{{\"{canary}\": 1}}")),
+        (SecretType::Tls, format!("-----BEGIN CERTIFICATE-----\n{canary}\n-----END CERTIFICATE-----\n")),
+        (SecretType::Tls, canary.to_string()),
+    ];
+    for (kind, value) in bad_values {
+        let err = s.set(&scope, SetRequest::new("web", "K", kind, value)).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(!format!("{err} {err:?}").contains(canary), "{kind}: {err}");
+    }
+    let failing = crate::service(FaultyBackend::failing(backend, 0));
     let err = failing.set(&scope, SetRequest::new("web", "K", SecretType::Env, canary)).unwrap_err();
+    assert!(matches!(err, Error::Vault(_)), "{err:?}");
     assert!(!format!("{err} {err:?}").contains(canary));
 }

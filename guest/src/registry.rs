@@ -60,6 +60,21 @@ fn quoted(name: &str) -> String {
     }
 }
 
+/// Docker `config.json` keys that may be named in messages. Anything else
+/// is described, not quoted: a misplaced secret must not reach an error.
+const KNOWN_CONFIG_KEYS: &[&str] = &[
+    "credsStore", "credHelpers", "proxies", "HttpHeaders", "psFormat", "imagesFormat", "detachKeys",
+    "experimental", "stackOrchestrator", "kubernetes", "currentContext", "plugins", "aliases", "features",
+];
+/// Fields of an `auths` entry that Docker knows but this store does not accept.
+const KNOWN_ENTRY_FIELDS: &[&str] = &["serveraddress", "identityToken", "registryToken"];
+
+/// A config key or field, quoted when it is a known Docker name, else
+/// described without its text.
+fn named(name: &str, known: &[&str]) -> String {
+    if known.contains(&name) { format!("{name:?}") } else { "(an unrecognised name, not shown)".to_string() }
+}
+
 /// Check a document and return its `auths` entries with all-string fields.
 fn parse(value: &[u8]) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
     let text = core::str::from_utf8(value)
@@ -74,7 +89,7 @@ fn parse(value: &[u8]) -> Result<BTreeMap<String, BTreeMap<String, String>>, Str
         if key != "auths" {
             return Err(format!(
                 "registry config key {} is not allowed: only \"auths\" is supported (credential stores and helpers would make Docker run a program)",
-                quoted(key)
+                named(key, KNOWN_CONFIG_KEYS)
             ));
         }
     }
@@ -129,7 +144,7 @@ fn check_entry(registry: &str, entry: &Value) -> Result<BTreeMap<String, String>
         if !ALLOWED_FIELDS.contains(&field.as_str()) {
             return Err(format!(
                 "registry {registry}: field {} is not allowed (allowed: {})",
-                quoted(field),
+                named(field, KNOWN_ENTRY_FIELDS),
                 ALLOWED_FIELDS.join(", ")
             ));
         }

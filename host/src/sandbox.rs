@@ -4,10 +4,14 @@
 //! A call's instance gets the tenant-prefixed vault of its transaction and
 //! the context (clock, limits), nothing else: no WASI, no files, no sockets,
 //! no environment. The host refuses a component importing anything beyond
-//! [`ALLOWED_IMPORTS`]. Linear memory is capped per call. After a trap the
+//! [`ALLOWED_IMPORTS`]. Per call, linear memory is capped, the vault
+//! operations and bytes stored are counted and capped, and a deadline
+//! (epoch interruption) traps a call that runs too long, so a runaway
+//! component cannot hold a write transaction for ever. After a trap the
 //! store is dropped with the instance, so the next call starts clean.
 
 use std::path::Path;
+use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
@@ -27,6 +31,15 @@ pub const MAX_VAULT_KEY_BYTES: usize = 1024;
 /// Largest vault entry the component may store (an instance index of many
 /// keys is larger than any one value).
 pub const MAX_VAULT_ENTRY_BYTES: usize = 8 << 20;
+/// Most vault operations one call may make (inject on an instance at the
+/// 10,000-key hard limit makes about 10,001).
+pub const MAX_VAULT_OPS_PER_CALL: u64 = 100_000;
+/// Most bytes one call may store in total.
+pub const MAX_BYTES_STORED_PER_CALL: u64 = 64 << 20;
+/// How long one call may run before it is interrupted (a trap), by default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The resolution of call deadlines: the engine's epoch advances this often.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The state of one call's store.
 pub(crate) struct CallState {
@@ -35,6 +48,8 @@ pub(crate) struct CallState {
     limits: Limits,
     now_ms: u64,
     store_limits: StoreLimits,
+    ops: u64,
+    bytes_stored: u64,
 }
 
 impl CallState {
@@ -45,7 +60,21 @@ impl CallState {
             .tables(8)
             .memories(2)
             .build();
-        CallState { txn, scope, limits, now_ms, store_limits }
+        CallState { txn, scope, limits, now_ms, store_limits, ops: 0, bytes_stored: 0 }
+    }
+
+    /// Counts one vault operation storing `bytes`, refusing past the
+    /// per-call caps.
+    fn count(&mut self, bytes: usize) -> Result<(), VaultError> {
+        self.ops += 1;
+        self.bytes_stored += bytes as u64;
+        if self.ops > MAX_VAULT_OPS_PER_CALL {
+            return Err(VaultError::Rejected(format!("a call may make at most {MAX_VAULT_OPS_PER_CALL} vault operations")));
+        }
+        if self.bytes_stored > MAX_BYTES_STORED_PER_CALL {
+            return Err(VaultError::Rejected(format!("a call may store at most {MAX_BYTES_STORED_PER_CALL} bytes")));
+        }
+        Ok(())
     }
 
     fn vault_key(&self, key: &str) -> Result<String, VaultError> {
@@ -71,6 +100,7 @@ fn wit_vault_error(e: VaultError) -> vault::VaultError {
 impl vault::Host for CallState {
     fn store(&mut self, key: String, mut value: Vec<u8>) -> Result<(), vault::VaultError> {
         let result = (|| {
+            self.count(value.len())?;
             let key = self.vault_key(&key)?;
             if value.len() > MAX_VAULT_ENTRY_BYTES {
                 return Err(VaultError::Rejected(format!(
@@ -85,16 +115,19 @@ impl vault::Host for CallState {
     }
 
     fn retrieve(&mut self, key: String) -> Result<Option<Vec<u8>>, vault::VaultError> {
+        self.count(0).map_err(wit_vault_error)?;
         let key = self.vault_key(&key).map_err(wit_vault_error)?;
         self.txn.retrieve(&key).map_err(wit_vault_error)
     }
 
     fn delete(&mut self, key: String) -> Result<(), vault::VaultError> {
+        self.count(0).map_err(wit_vault_error)?;
         let key = self.vault_key(&key).map_err(wit_vault_error)?;
         self.txn.delete(&key).map_err(wit_vault_error)
     }
 
     fn rotate(&mut self, key: String) -> Result<(), vault::VaultError> {
+        self.count(0).map_err(wit_vault_error)?;
         let key = self.vault_key(&key).map_err(wit_vault_error)?;
         self.txn.rotate(&key).map_err(wit_vault_error)
     }
@@ -128,6 +161,7 @@ impl Sandbox {
     pub fn engine_config() -> Config {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        config.epoch_interruption(true);
         config
     }
 
@@ -183,6 +217,7 @@ impl Sandbox {
         SecretsPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s).map_err(sandbox_error)?;
         let pre = linker.instantiate_pre(&component).map_err(sandbox_error)?;
         let pre = SecretsPluginPre::new(pre).map_err(sandbox_error)?;
+        start_epoch_ticker(&engine);
         Ok(Sandbox { engine, component, pre })
     }
 
@@ -191,22 +226,41 @@ impl Sandbox {
         component_imports(&self.engine, &self.component)
     }
 
-    /// Runs `f` on a fresh instance in a fresh store holding `state`.
-    /// Returns the state back for commit; on a trap it is dropped, which
-    /// rolls its transaction back.
+    /// Runs `f` on a fresh instance in a fresh store holding `state`, and
+    /// interrupts it (a trap) after about `timeout`. Returns the state back
+    /// for commit; on a trap it is dropped, which rolls its transaction back.
     pub(crate) fn call<R>(
         &self,
         name: &'static str,
         state: CallState,
+        timeout: Duration,
         f: impl FnOnce(&bindings::api::Guest, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<(R, CallState), Error> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.store_limits);
+        store.set_epoch_deadline(timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64);
         let trap = |e: wasmtime::Error| Error::Trap { call: name, message: format!("{e:#}") };
         let plugin = self.pre.instantiate(&mut store).map_err(trap)?;
         let result = f(plugin.cp_secrets_secrets(), &mut store).map_err(trap)?;
         Ok((result, store.into_data()))
     }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while the engine lives:
+/// the clock of call deadlines. The thread holds only a weak reference and
+/// ends with the engine.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("secrets-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker");
 }
 
 fn component_imports(engine: &Engine, component: &Component) -> Vec<String> {
@@ -215,4 +269,38 @@ fn component_imports(engine: &Engine, component: &Component) -> Vec<String> {
 
 fn sandbox_error(e: wasmtime::Error) -> Error {
     Error::Sandbox(format!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryBackend;
+    use crate::vault::{Access, Backend};
+
+    fn state() -> CallState {
+        let txn = MemoryBackend::new().begin(Access::Write, "t").unwrap();
+        CallState::new(txn, Scope::tenant("t").unwrap(), Limits::default(), 0)
+    }
+
+    #[test]
+    fn vault_operations_per_call_are_capped() {
+        use vault::Host;
+        let mut s = state();
+        for _ in 0..MAX_VAULT_OPS_PER_CALL {
+            s.retrieve("k".into()).unwrap();
+        }
+        assert!(matches!(s.retrieve("k".into()), Err(vault::VaultError::Rejected(m)) if m.contains("vault operations")));
+    }
+
+    #[test]
+    fn bytes_stored_per_call_are_capped() {
+        use vault::Host;
+        let mut s = state();
+        let entry = vec![0u8; MAX_VAULT_ENTRY_BYTES];
+        for i in 0..(MAX_BYTES_STORED_PER_CALL as usize / MAX_VAULT_ENTRY_BYTES) {
+            s.store(format!("k{i}"), entry.clone()).unwrap();
+        }
+        assert!(matches!(s.store("more".into(), vec![0]), Err(vault::VaultError::Rejected(m)) if m.contains("at most")));
+        assert!(matches!(s.store("x".repeat(MAX_VAULT_KEY_BYTES + 1), vec![]), Err(vault::VaultError::Rejected(_))));
+    }
 }

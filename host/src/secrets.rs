@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::Store;
 use zeroize::Zeroize;
 
 use crate::bindings::api;
 use crate::error::Error;
-use crate::sandbox::{CallState, Sandbox};
+use crate::sandbox::{CallState, DEFAULT_CALL_TIMEOUT, Sandbox};
 use crate::tenant::Scope;
 use crate::types::{Mount, Secret, SecretMeta, SecretType, SetRequest, SecretValue};
 use crate::vault::{Access, Backend};
@@ -24,6 +24,7 @@ pub struct Secrets {
     sandbox: Arc<Sandbox>,
     backend: Arc<dyn Backend>,
     limits: Limits,
+    call_timeout: Duration,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -97,6 +98,16 @@ pub struct Resolved {
     pub mounts: Vec<Mount>,
 }
 
+fn error_out_guest(e: secrets_guest::Error) -> Error {
+    match e {
+        secrets_guest::Error::NotFound => Error::NotFound,
+        secrets_guest::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+        secrets_guest::Error::LimitExceeded(m) => Error::LimitExceeded(m),
+        secrets_guest::Error::Conflict(m) => Error::Conflict(m),
+        secrets_guest::Error::Vault(m) => Error::Vault(m),
+    }
+}
+
 type Call<R> = wasmtime::Result<Result<R, api::Error>>;
 
 impl Secrets {
@@ -109,7 +120,15 @@ impl Secrets {
     /// A service sharing an already compiled sandbox, with explicit limits
     /// (each clamped to its hard maximum).
     pub fn with_sandbox(sandbox: Arc<Sandbox>, backend: Arc<dyn Backend>, limits: Limits) -> Secrets {
-        Secrets { sandbox, backend, limits: limits.clamped() }
+        Secrets { sandbox, backend, limits: limits.clamped(), call_timeout: DEFAULT_CALL_TIMEOUT }
+    }
+
+    /// Sets how long one call may run before it is interrupted
+    /// (default [`DEFAULT_CALL_TIMEOUT`]); an interrupted call is a
+    /// [`Error::Trap`] and stores nothing.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Secrets {
+        self.call_timeout = timeout;
+        self
     }
 
     pub fn limits(&self) -> Limits {
@@ -133,9 +152,11 @@ impl Secrets {
         access: Access,
         f: impl FnOnce(&api::Guest, &mut Store<CallState>) -> Call<R>,
     ) -> Result<R, Error> {
+        // Checked here too, before the backend sees the id in a lock scope.
+        secrets_guest::validate::instance_id(instance_id).map_err(error_out_guest)?;
         let txn = self.backend.begin(access, &scope.lock_scope(instance_id))?;
         let state = CallState::new(txn, scope.clone(), self.limits, now_ms());
-        let (result, state) = self.sandbox.call(name, state, f)?;
+        let (result, state) = self.sandbox.call(name, state, self.call_timeout, f)?;
         let value = result.map_err(error_out)?;
         if access == Access::Write {
             state.txn.commit()?;
