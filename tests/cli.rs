@@ -299,10 +299,57 @@ fn keyring_add_then_rotate_all_keeps_everything_readable() {
 
 #[test]
 fn a_warm_start_loads_the_cached_component() {
+    use std::os::unix::fs::MetadataExt;
     let env = Env::new();
     env.ok(&["set", "web", "K", "--type", "env"], b"v");
-    let cached: Vec<_> = std::fs::read_dir(cache_home().join("secrets")).unwrap().collect();
-    assert!(!cached.is_empty(), "the compiled component is cached");
+    let snapshot = || {
+        let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(cache_home().join("secrets"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            .map(|e| (e.path(), e.metadata().unwrap().ino()))
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    assert_eq!(before.len(), 1, "one compiled component is cached: {before:?}");
     let o = env.run(&["get", "web", "K"], b"");
     assert!(o.status.success() && o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A miss would compile again and rename a new file into place.
+    assert_eq!(snapshot(), before, "the cached file was loaded, not rewritten");
+}
+
+#[test]
+fn run_does_not_hand_the_store_credentials_to_the_child() {
+    let env = Env::new();
+    let store = format!("sqlite:{}", env.db().display());
+    let with_creds = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.env("SECRETS_MASTER_KEY", "11".repeat(32)).env("SECRETS_STORE", &store).env("BAO_TOKEN", "bao-root").env("VAULT_TOKEN", "vault-root");
+        c
+    };
+    let mut set = with_creds(&["set", "web", "A", "--type", "env"]).stdin(Stdio::piped()).spawn().unwrap();
+    set.stdin.take().unwrap().write_all(b"a-value").unwrap();
+    assert!(set.wait().unwrap().success());
+    let script = r#"printf '%s|%s|%s|%s|%s' "$A" "${SECRETS_MASTER_KEY-unset}" "${SECRETS_STORE-unset}" "${BAO_TOKEN-unset}" "${VAULT_TOKEN-unset}""#;
+    let o = with_creds(&["run", "web", "--", "bash", "-c", script]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), "a-value|unset|unset|unset|unset");
+}
+
+#[test]
+fn an_existing_mount_dir_must_be_private_and_is_left_as_it_was() {
+    let env = Env::new();
+    env.ok(&["set", "web", "ghcr", "--type", "registry"], br#"{"auths":{"ghcr.io":{"auth":"dTpw"}}}"#);
+    let mount = env.dir.path().join("mnt");
+    std::fs::create_dir(&mount).unwrap();
+    std::fs::set_permissions(&mount, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = env.fails(&["run", "web", "--mount-dir", mount.to_str().unwrap(), "--", "true"], b"", 1);
+    assert!(err.contains("private"), "{err}");
+    std::fs::set_permissions(&mount, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = env.run(&["run", "web", "--mount-dir", mount.to_str().unwrap(), "--", "test", "-f", &format!("{}/.docker/config.json", mount.display())], b"");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(mount.exists(), "a directory we did not create stays");
+    assert_eq!(std::fs::read_dir(&mount).unwrap().count(), 0, "but everything we made in it is gone");
 }

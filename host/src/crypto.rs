@@ -14,14 +14,18 @@
 //! `SECRETS_MASTER_KEY` (64 hex characters, generation 1; or a list
 //! `1:<hex>,2:<hex>`), or else from a key file created on first use with
 //! mode 0600 (one `<generation> <hex>` line per generation). A key file that
-//! others can read is refused.
+//! others can read, or that lists a generation twice, is refused. Adding a
+//! generation holds an exclusive `flock` on the file from reading the newest
+//! generation to the synced append; readers take a shared one.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -99,42 +103,34 @@ impl Keyring {
     }
 
     /// Reads a key file; creates it (mode 0600, one random generation) if it
-    /// does not exist. Refuses a file readable or writable by others.
+    /// does not exist. Refuses a file readable or writable by others, and a
+    /// generation listed twice. Reads under a shared `flock`, so never
+    /// half of a line [`Keyring::add_generation`] is appending.
     pub fn load_or_create(path: &Path) -> Result<Keyring, VaultError> {
-        if !path.exists() {
-            create_key_file(path)?;
-        }
-        let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(VaultError::Rejected(format!(
-                "master key file {} has mode {mode:o}; it must not be accessible by group or others (chmod 600)",
-                path.display()
-            )));
-        }
-        let text = Zeroizing::new(fs::read_to_string(path).map_err(|e| io_error(path, e))?);
-        let mut keys = BTreeMap::new();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (generation, key) = line.split_once(char::is_whitespace).ok_or_else(|| {
-                VaultError::Rejected(format!("master key file {}: lines are `<generation> <hex>`", path.display()))
-            })?;
-            keys.insert(parse_generation(generation)?, parse_key(key)?);
-        }
-        if keys.is_empty() {
-            return Err(VaultError::Rejected(format!("master key file {} holds no key", path.display())));
-        }
-        Ok(Keyring { keys })
+        let mut file = open_key_file(path, false)?;
+        lock_key_file(&file, path, libc::LOCK_SH)?;
+        read_key_file(&mut file, path)
     }
 
-    /// Appends a fresh random generation to a key file and returns its
-    /// number. Data sealed under older generations stays readable; rotate
-    /// entries to move them onto the new one.
+    /// Appends a fresh random generation to a key file (creating the file
+    /// first if it does not exist) and returns its number. Data sealed under
+    /// older generations stays readable; rotate entries to move them onto
+    /// the new one. Reading the newest generation, appending and syncing
+    /// happen under an exclusive `flock` on the file, so concurrent adds
+    /// (in this process or others) each get their own number.
     pub fn add_generation(path: &Path) -> Result<u32, VaultError> {
-        let ring = Keyring::load_or_create(path)?;
-        let generation = ring.newest() + 1;
+        let mut file = open_key_file(path, true)?;
+        lock_key_file(&file, path, libc::LOCK_EX)?;
+        let ring = read_key_file(&mut file, path)?;
+        let generation = ring.newest().checked_add(1).ok_or_else(|| {
+            VaultError::Rejected(format!("master key file {}: no generation after {}", path.display(), ring.newest()))
+        })?;
+        #[cfg(test)]
+        tests::pause_before_append();
         let key = random_key()?;
-        let mut file = fs::OpenOptions::new().append(true).open(path).map_err(|e| io_error(path, e))?;
         let line = Zeroizing::new(format!("{generation} {}\n", hex::encode(&key[..])));
+        // Opened for append: the line lands at the end whatever the read
+        // position. The lock goes with the descriptor, after the sync.
         file.write_all(line.as_bytes()).and_then(|_| file.sync_all()).map_err(|e| io_error(path, e))?;
         Ok(generation)
     }
@@ -212,6 +208,61 @@ fn random_key() -> Result<Zeroizing<[u8; 32]>, VaultError> {
     Ok(key)
 }
 
+/// Opens a key file, creating it first if it does not exist; `append`
+/// opens it for appending too.
+fn open_key_file(path: &Path, append: bool) -> Result<fs::File, VaultError> {
+    if !path.exists() {
+        create_key_file(path)?;
+    }
+    fs::OpenOptions::new().read(true).append(append).open(path).map_err(|e| io_error(path, e))
+}
+
+/// Takes a `flock` (`LOCK_SH` or `LOCK_EX`) on an open key file; it is
+/// released when the file is closed.
+fn lock_key_file(file: &fs::File, path: &Path, operation: libc::c_int) -> Result<(), VaultError> {
+    loop {
+        // SAFETY: flock on a descriptor this `File` owns for the call.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(VaultError::Unavailable(format!("{}: cannot lock: {e}", path.display())));
+        }
+    }
+}
+
+/// Parses an open key file from its start, after checking its mode.
+fn read_key_file(file: &mut fs::File, path: &Path) -> Result<Keyring, VaultError> {
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(VaultError::Rejected(format!(
+            "master key file {} has mode {mode:o}; it must not be accessible by group or others (chmod 600)",
+            path.display()
+        )));
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut text)).map_err(|e| io_error(path, e))?;
+    let mut keys = BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (generation, key) = line.split_once(char::is_whitespace).ok_or_else(|| {
+            VaultError::Rejected(format!("master key file {}: lines are `<generation> <hex>`", path.display()))
+        })?;
+        let generation = parse_generation(generation)?;
+        if keys.insert(generation, parse_key(key)?).is_some() {
+            return Err(VaultError::Rejected(format!(
+                "master key file {}: master key generation {generation} is listed twice",
+                path.display()
+            )));
+        }
+    }
+    if keys.is_empty() {
+        return Err(VaultError::Rejected(format!("master key file {} holds no key", path.display())));
+    }
+    Ok(Keyring { keys })
+}
+
 /// Writes a new key file atomically: a private temporary file, then a hard
 /// link that fails if another process created the file first.
 fn create_key_file(path: &Path) -> Result<(), VaultError> {
@@ -219,7 +270,9 @@ fn create_key_file(path: &Path) -> Result<(), VaultError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     }
     let key = random_key()?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // Unique per process and per call: threads of one process may race too.
+    static CREATES: AtomicU64 = AtomicU64::new(0);
+    let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), CREATES.fetch_add(1, Ordering::Relaxed)));
     let write = || -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(b"# secrets master keys: <generation> <hex>. Back this file up; without it the store cannot be read.\n")?;
@@ -241,6 +294,23 @@ fn io_error(path: &Path, e: std::io::Error) -> VaultError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    thread_local! {
+        /// How long this thread's `add_generation` waits between reading the
+        /// newest generation and appending: widens the window a lost lock
+        /// would leave open, so the concurrency test fails without it.
+        static PAUSE_BEFORE_APPEND: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    }
+
+    pub(super) fn pause_before_append() {
+        let pause = PAUSE_BEFORE_APPEND.with(Cell::get);
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
 
     fn ring() -> Keyring {
         Keyring::single([7; 32])
@@ -295,5 +365,49 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(Keyring::load_or_create(&path), Err(VaultError::Rejected(m)) if m.contains("chmod 600")));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn private_file(dir: &Path, text: &str) -> std::path::PathBuf {
+        let path = dir.join("store.db.key");
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap().write_all(text.as_bytes()).unwrap();
+        path
+    }
+
+    #[test]
+    fn duplicate_generation_in_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (hex::encode([1u8; 32]), hex::encode([2u8; 32]));
+        let path = private_file(dir.path(), &format!("# keys\n1 {a}\n2 {b}\n2 {a}\n"));
+        let err = Keyring::load_or_create(&path).unwrap_err();
+        assert!(matches!(&err, VaultError::Rejected(m) if m.contains("generation 2 is listed twice")), "{err:?}");
+        assert!(!err.to_string().contains(&a) && !err.to_string().contains(&b), "no key in the message");
+        // add_generation reads the file the same way: it refuses rather than
+        // append after a keyring it cannot trust.
+        assert!(matches!(Keyring::add_generation(&path), Err(VaultError::Rejected(m)) if m.contains("listed twice")));
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 4, "nothing appended");
+    }
+
+    #[test]
+    fn concurrent_add_generation_gives_distinct_numbers() {
+        const N: u32 = 8;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db.key");
+        assert_eq!(Keyring::load_or_create(&path).unwrap().generations(), vec![1]);
+        let start = Arc::new(Barrier::new(N as usize));
+        let threads: Vec<_> = (0..N)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    PAUSE_BEFORE_APPEND.with(|p| p.set(Duration::from_millis(20)));
+                    start.wait();
+                    Keyring::add_generation(&path).unwrap()
+                })
+            })
+            .collect();
+        let mut added: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        added.sort();
+        assert_eq!(added, (2..=N + 1).collect::<Vec<_>>(), "each add got its own generation");
+        // The file holds every generation once (a duplicate would be refused).
+        assert_eq!(Keyring::load_or_create(&path).unwrap().generations(), (1..=N + 1).collect::<Vec<_>>());
     }
 }

@@ -1,7 +1,18 @@
 //! The in-memory backend: for tests, examples and embedding. Nothing
-//! survives the process. Writers are serialised globally; readers see the
-//! last committed state. Values are zeroized when replaced or dropped.
-//! `rotate` has no key material to rotate and only checks the entry.
+//! survives the process. Values are zeroized when replaced or dropped.
+//!
+//! The committed entries are an immutable map behind an `Arc`. Every
+//! transaction takes a clone of that `Arc` when it begins: its snapshot,
+//! which all of its reads see (plus its own pending writes), however many
+//! commits happen meanwhile. Writers are serialised globally by a writer
+//! lock held from `begin` to commit or drop, so a write transaction's
+//! snapshot is also the latest state. Commit copies the snapshot, applies
+//! the pending writes and swaps the new map in; readers holding the old
+//! map keep it until they end, and its values are zeroized when the last
+//! of them drops it. Dropping a transaction without commit discards its
+//! writes. A read transaction refuses writes, as SQLite's does.
+//! `rotate` does nothing: there is no key material to re-protect, and a
+//! missing key is not an error.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +27,8 @@ type Entries = BTreeMap<String, Zeroizing<Vec<u8>>>;
 /// An in-memory backend; clones share the same data.
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
-    entries: Arc<Mutex<Entries>>,
+    /// The latest committed map; the mutex only guards the swap.
+    committed: Arc<Mutex<Arc<Entries>>>,
     writer: Arc<Mutex<()>>,
 }
 
@@ -27,7 +39,7 @@ impl MemoryBackend {
 
     /// Number of committed entries (for tests).
     pub fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.committed.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -36,19 +48,34 @@ impl MemoryBackend {
 }
 
 struct MemoryTransaction {
-    entries: Arc<Mutex<Entries>>,
+    committed: Arc<Mutex<Arc<Entries>>>,
+    /// The committed map as of `begin`.
+    snapshot: Arc<Entries>,
     /// Pending writes: `None` is a delete.
     pending: BTreeMap<String, Option<Zeroizing<Vec<u8>>>>,
-    _writer: Option<ArcMutexGuard<RawMutex, ()>>,
+    /// Held by write transactions until commit or drop; `None` for reads.
+    writer: Option<ArcMutexGuard<RawMutex, ()>>,
+}
+
+impl MemoryTransaction {
+    fn writable(&self, key: &str) -> Result<(), VaultError> {
+        match self.writer {
+            Some(_) => Ok(()),
+            None => Err(VaultError::Rejected(format!("memory: write of {key} in a read-only transaction"))),
+        }
+    }
 }
 
 impl Backend for MemoryBackend {
     fn begin(&self, access: Access, _lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
+        // The writer lock first: once held, no commit can happen before this
+        // transaction's own, so the snapshot taken next is the latest.
         let writer = match access {
             Access::Write => Some(self.writer.lock_arc()),
             Access::Read => None,
         };
-        Ok(Box::new(MemoryTransaction { entries: self.entries.clone(), pending: BTreeMap::new(), _writer: writer }))
+        let snapshot = self.committed.lock().clone();
+        Ok(Box::new(MemoryTransaction { committed: self.committed.clone(), snapshot, pending: BTreeMap::new(), writer }))
     }
 
     fn describe(&self) -> String {
@@ -58,6 +85,7 @@ impl Backend for MemoryBackend {
 
 impl Vault for MemoryTransaction {
     fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        self.writable(key)?;
         self.pending.insert(key.to_owned(), Some(Zeroizing::new(value.to_vec())));
         Ok(())
     }
@@ -66,10 +94,11 @@ impl Vault for MemoryTransaction {
         if let Some(pending) = self.pending.get(key) {
             return Ok(pending.as_ref().map(|v| v.to_vec()));
         }
-        Ok(self.entries.lock().get(key).map(|v| v.to_vec()))
+        Ok(self.snapshot.get(key).map(|v| v.to_vec()))
     }
 
     fn delete(&mut self, key: &str) -> Result<(), VaultError> {
+        self.writable(key)?;
         self.pending.insert(key.to_owned(), None);
         Ok(())
     }
@@ -81,13 +110,100 @@ impl Vault for MemoryTransaction {
 
 impl Transaction for MemoryTransaction {
     fn commit(self: Box<Self>) -> Result<(), VaultError> {
-        let mut entries = self.entries.lock();
-        for (key, value) in self.pending {
+        let MemoryTransaction { committed, snapshot, pending, writer } = *self;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // Only write transactions have pending writes, and they hold the
+        // writer lock: `snapshot` is still the latest committed map.
+        debug_assert!(writer.is_some());
+        let mut next = Arc::unwrap_or_clone(snapshot);
+        for (key, value) in pending {
             match value {
-                Some(v) => entries.insert(key, v),
-                None => entries.remove(&key),
+                Some(v) => next.insert(key, v),
+                None => next.remove(&key),
             };
         }
+        let previous = std::mem::replace(&mut *committed.lock(), Arc::new(next));
+        // The old map (zeroized when its last reader ends) and the writer
+        // lock are released outside the swap.
+        drop(previous);
+        drop(writer);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(t: &mut Box<dyn Transaction>, key: &str) -> Option<Vec<u8>> {
+        t.retrieve(key).unwrap()
+    }
+
+    #[test]
+    fn reads_see_the_snapshot_taken_at_begin() {
+        let backend = MemoryBackend::new();
+        let mut w = backend.begin(Access::Write, "s").unwrap();
+        w.store("a", b"old").unwrap();
+        w.store("gone", b"x").unwrap();
+        w.commit().unwrap();
+
+        let mut before = backend.begin(Access::Read, "s").unwrap();
+        assert_eq!(get(&mut before, "a").as_deref(), Some(&b"old"[..]));
+
+        let mut w = backend.begin(Access::Write, "s").unwrap();
+        w.store("a", b"new").unwrap();
+        w.store("b", b"added").unwrap();
+        w.delete("gone").unwrap();
+        w.commit().unwrap();
+
+        // The older reader keeps its snapshot, for every key, after the commit.
+        assert_eq!(get(&mut before, "a").as_deref(), Some(&b"old"[..]));
+        assert_eq!(get(&mut before, "b"), None);
+        assert_eq!(get(&mut before, "gone").as_deref(), Some(&b"x"[..]));
+        // A reader begun after it sees the commit.
+        let mut after = backend.begin(Access::Read, "s").unwrap();
+        assert_eq!(get(&mut after, "a").as_deref(), Some(&b"new"[..]));
+        assert_eq!(get(&mut after, "b").as_deref(), Some(&b"added"[..]));
+        assert_eq!(get(&mut after, "gone"), None);
+        assert_eq!(backend.len(), 2);
+        drop(before);
+        assert_eq!(get(&mut after, "a").as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn a_dropped_write_transaction_leaves_nothing() {
+        let backend = MemoryBackend::new();
+        let mut w = backend.begin(Access::Write, "s").unwrap();
+        w.store("kept", b"v").unwrap();
+        w.commit().unwrap();
+        {
+            let mut w = backend.begin(Access::Write, "s").unwrap();
+            w.store("new", b"x").unwrap();
+            w.store("kept", b"changed").unwrap();
+            w.delete("kept").unwrap();
+            assert_eq!(get(&mut w, "new").as_deref(), Some(&b"x"[..]), "a transaction reads its own writes");
+        }
+        assert_eq!(backend.len(), 1);
+        let mut r = backend.begin(Access::Read, "s").unwrap();
+        assert_eq!(get(&mut r, "new"), None);
+        assert_eq!(get(&mut r, "kept").as_deref(), Some(&b"v"[..]));
+        // The writer lock went with the dropped transaction.
+        let mut w = backend.begin(Access::Write, "s").unwrap();
+        w.store("after", b"y").unwrap();
+        w.commit().unwrap();
+        assert_eq!(backend.len(), 2);
+    }
+
+    #[test]
+    fn a_read_transaction_cannot_write() {
+        let backend = MemoryBackend::new();
+        let mut r = backend.begin(Access::Read, "s").unwrap();
+        assert!(matches!(r.store("k", b"v"), Err(VaultError::Rejected(m)) if m.contains("read-only")));
+        assert!(matches!(r.delete("k"), Err(VaultError::Rejected(m)) if m.contains("read-only")));
+        r.rotate("k").unwrap();
+        r.commit().unwrap();
+        assert!(backend.is_empty());
     }
 }

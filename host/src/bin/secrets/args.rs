@@ -136,7 +136,7 @@ impl From<Kind> for SecretType {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// NAME="value" lines, read back byte-exact by bash and dotenv parsers.
+    /// NAME="value" lines, read back byte-exact by bash and sh (`source`).
     Dotenv,
     /// One JSON object.
     Json,

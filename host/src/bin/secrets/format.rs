@@ -6,7 +6,9 @@ use secrets_host::SecretValue;
 
 /// `NAME="value"`: inside double quotes, `\`, `"`, `$` and `` ` `` are
 /// escaped with a backslash; everything else, newlines included, stands as
-/// it is. bash's `source` and dotenv parsers read it back exactly.
+/// it is. bash and POSIX `sh` read it back exactly with `source`/`.`.
+/// (Dotenv libraries differ on escapes: python-dotenv, for one, keeps the
+/// backslash before `$`; use `json` for those.)
 pub fn dotenv(env: &BTreeMap<String, SecretValue>) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in env {

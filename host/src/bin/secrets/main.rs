@@ -204,7 +204,7 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
             })?;
         }
         Command::Run(args) => {
-            let code = run::run(&secrets, &scope, args)?;
+            let code = run::run(&secrets, &scope, &url, args)?;
             return Ok(u8::try_from(code).unwrap_or(1));
         }
         Command::Delete { instance, key } => {

@@ -8,10 +8,15 @@
 //! child. When the child exits, or is killed by a signal, the files are
 //! removed and `secrets` exits with the child's code (128+N for signal N).
 //! Only a SIGKILL of `secrets` itself leaves the files behind.
+//!
+//! The child does not inherit the store's own credentials
+//! (`SECRETS_MASTER_KEY`, `SECRETS_STORE`, `BAO_TOKEN`, `VAULT_TOKEN`, the
+//! store URL's `token_env` variable): a workload gets its instance's
+//! secrets, never the keys to everyone's.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
@@ -27,9 +32,10 @@ use crate::args::RunArgs;
 struct MountDir {
     path: PathBuf,
     /// We made the directory, so we remove it whole; otherwise only the
-    /// files we wrote.
+    /// files and subdirectories we made.
     created: bool,
-    written: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 impl Drop for MountDir {
@@ -37,11 +43,23 @@ impl Drop for MountDir {
         if self.created {
             let _ = fs::remove_dir_all(&self.path);
         } else {
-            for f in &self.written {
+            for f in &self.files {
                 let _ = fs::remove_file(f);
+            }
+            for d in self.dirs.iter().rev() {
+                let _ = fs::remove_dir(d);
             }
         }
     }
+}
+
+/// The environment variables that hold the store's own credentials.
+fn store_credentials(store_url: &str) -> Vec<String> {
+    let mut vars: Vec<String> = ["SECRETS_MASTER_KEY", "SECRETS_STORE", "BAO_TOKEN", "VAULT_TOKEN"].map(String::from).into();
+    if let Some((_, query)) = store_url.split_once('?') {
+        vars.extend(query.split('&').filter_map(|p| p.strip_prefix("token_env=")).map(String::from));
+    }
+    vars
 }
 
 fn default_base() -> PathBuf {
@@ -58,21 +76,29 @@ fn prepare_dir(requested: Option<&Path>) -> Result<MountDir, CliError> {
     let private = |p: &Path| fs::DirBuilder::new().mode(0o700).create(p);
     match requested {
         Some(p) if p.exists() => {
+            let meta = fs::metadata(p).map_err(|e| io(p, e))?;
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            if meta.uid() != unsafe { libc::geteuid() } || meta.permissions().mode() & 0o077 != 0 {
+                return Err(CliError::error(format!(
+                    "--mount-dir {} must be owned by you and private (chmod 700)",
+                    p.display()
+                )));
+            }
             if fs::read_dir(p).map_err(|e| io(p, e))?.next().is_some() {
                 return Err(CliError::error(format!("--mount-dir {} is not empty", p.display())));
             }
-            Ok(MountDir { path: p.to_owned(), created: false, written: vec![] })
+            Ok(MountDir { path: p.to_owned(), created: false, files: vec![], dirs: vec![] })
         }
         Some(p) => {
             private(p).map_err(|e| io(p, e))?;
-            Ok(MountDir { path: p.to_owned(), created: true, written: vec![] })
+            Ok(MountDir { path: p.to_owned(), created: true, files: vec![], dirs: vec![] })
         }
         None => {
             let mut nonce = [0u8; 8];
             getrandom::fill(&mut nonce).map_err(|e| CliError::error(format!("no randomness: {e}")))?;
             let p = default_base().join(format!("secrets-run-{}-{}", std::process::id(), hex::encode(nonce)));
             private(&p).map_err(|e| io(&p, e))?;
-            Ok(MountDir { path: p, created: true, written: vec![] })
+            Ok(MountDir { path: p, created: true, files: vec![], dirs: vec![] })
         }
     }
 }
@@ -84,25 +110,40 @@ fn write_mount(dir: &mut MountDir, mount: &Mount) -> Result<(), CliError> {
         return Err(CliError::error(format!("refusing mount path {:?}", mount.path)));
     }
     let path = dir.path.join(rel);
-    if let Some(parent) = path.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(|e| io(parent, e))?;
+    let mut parent = dir.path.clone();
+    for part in rel.parent().into_iter().flat_map(Path::components) {
+        parent.push(part);
+        if !parent.exists() {
+            fs::DirBuilder::new().mode(0o700).create(&parent).map_err(|e| io(&parent, e))?;
+            dir.dirs.push(parent.clone());
+        }
     }
     let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&path).map_err(|e| io(&path, e))?;
-    dir.written.push(path.clone());
+    dir.files.push(path.clone());
     f.write_all(mount.contents.expose()).map_err(|e| io(&path, e))
 }
 
-pub fn run(secrets: &Secrets, scope: &Scope, args: RunArgs) -> Result<i32, CliError> {
-    let secrets_of_instance = secrets.resolve(scope, &args.instance)?;
-    let (env, mounts) = (secrets_of_instance.env, secrets_of_instance.mounts);
+pub fn run(secrets: &Secrets, scope: &Scope, store_url: &str, args: RunArgs) -> Result<i32, CliError> {
+    // Registered before any file is written, so no signal can kill us
+    // between writing the secrets and cleaning them up.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        .map_err(|e| CliError::error(format!("cannot handle signals: {e}")))?;
+    let resolved = secrets.resolve(scope, &args.instance)?;
+    let (env, mounts) = (resolved.env, resolved.mounts);
     let mut dir = prepare_dir(args.mount_dir.as_deref())?;
     for m in &mounts {
         write_mount(&mut dir, m)?;
     }
     drop(mounts);
+    if let Some(sig) = signals.pending().next() {
+        return Ok(128 + sig);
+    }
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
+    for var in store_credentials(store_url) {
+        cmd.env_remove(var);
+    }
     for (name, value) in &env {
         cmd.env(name, value.expose_str().expect("env values are UTF-8"));
     }
@@ -112,10 +153,6 @@ pub fn run(secrets: &Secrets, scope: &Scope, args: RunArgs) -> Result<i32, CliEr
         cmd.env("DOCKER_CONFIG", &docker);
     }
 
-    // Registered before the child starts, so no signal is lost or kills us
-    // before the files are cleaned up.
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
-        .map_err(|e| CliError::error(format!("cannot handle signals: {e}")))?;
     let handle = signals.handle();
     let mut child = cmd
         .spawn()
@@ -125,15 +162,31 @@ pub fn run(secrets: &Secrets, scope: &Scope, args: RunArgs) -> Result<i32, CliEr
     let pid = child.id() as libc::pid_t;
     let forwarder = std::thread::spawn(move || {
         for sig in signals.forever() {
-            // SAFETY: kill has no memory-safety preconditions; the pid is
-            // our child's, which we reap only after this thread stops.
+            // SAFETY: kill has no memory-safety preconditions. The child is
+            // not reaped until this thread has stopped (see below), so the
+            // pid cannot have been reused by another process.
             unsafe { libc::kill(pid, sig) };
         }
     });
-    let status = child.wait().map_err(|e| CliError::error(format!("waiting for the command: {e}")));
+    // Wait for the child to exit without reaping it, stop forwarding, and
+    // only then reap it: a signal can never reach a recycled pid.
+    wait_without_reaping(pid);
     handle.close();
     let _ = forwarder.join();
+    let status = child.wait().map_err(|e| CliError::error(format!("waiting for the command: {e}")));
     drop(dir);
     let status = status?;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Blocks until the child has exited, leaving it a zombie to reap.
+fn wait_without_reaping(pid: libc::pid_t) {
+    loop {
+        // SAFETY: `info` is a valid, zeroed siginfo_t for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
 }
