@@ -35,7 +35,8 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The limits clamped to `1..=hard maximum` each.
+    /// The limits clamped to their hard maxima (and at least 1 key and 1
+    /// version; a value limit of 0 allows only empty values).
     pub fn clamped(self) -> Limits {
         Limits {
             max_value_bytes: self.max_value_bytes.min(HARD_MAX_VALUE_BYTES),

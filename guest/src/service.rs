@@ -2,9 +2,13 @@
 //!
 //! Write order: a set stores the new value first, then the key record, then
 //! the index, and deletes pruned values last; a delete drops the index entry
-//! and key record before the values. A failure half-way therefore leaves the
-//! previous state readable even on a vault without transactions (the host
-//! makes each call one transaction on top of that).
+//! and key record before the values. So whatever prefix of a call's writes
+//! lands, no record points at a missing value: every version a reader can
+//! find is readable. Until all of a set's writes land, the key record (read
+//! by `get`, `versions`) and the index (read by `list`, `inject`, `mounts`)
+//! may disagree on which version is current. The host makes each call one
+//! transaction, so only a backend without transactions (OpenBao) can show
+//! that state, after a crash during its commit.
 
 use crate::layout;
 use crate::limits::Limits;

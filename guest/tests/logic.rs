@@ -132,7 +132,7 @@ fn type_of_an_existing_key_cannot_change() {
 }
 
 #[test]
-fn a_failure_half_way_leaves_the_previous_state_readable() {
+fn a_failure_half_way_never_leaves_a_record_pointing_at_a_missing_value() {
     for stores_before_failure in 0..3 {
         let vault = CountingVault::default();
         let s = Secrets::new(&vault, Limits::default(), clock);
@@ -141,12 +141,18 @@ fn a_failure_half_way_leaves_the_previous_state_readable() {
         assert!(matches!(s.set(&req("A", SecretType::Env, b"new")), Err(Error::Vault(_))));
         vault.fail_after_stores.set(None);
         let got = s.get("web-1", "A").unwrap();
-        // The value store comes first; meta and index after. Until the meta
-        // record lands the old version stays current.
+        // The value store comes first, then the key record, then the index.
+        // Until the key record lands the old version stays current for get;
+        // until the index lands, list and inject still show the old one.
         if stores_before_failure < 2 {
             assert_eq!((got.meta.version, got.value.as_slice()), (1, &b"old"[..]));
         } else {
             assert_eq!((got.meta.version, got.value.as_slice()), (2, &b"new"[..]));
+        }
+        assert_eq!(s.list("web-1").unwrap()[0].version, 1);
+        assert_eq!(s.inject("web-1").unwrap(), vec![("A".to_string(), "old".to_string())]);
+        for v in s.versions("web-1", "A").unwrap() {
+            s.get_version("web-1", "A", v.version).unwrap();
         }
     }
 }

@@ -68,10 +68,12 @@
 //!   metadata, after checking that it is still ours).
 //! - Commit is therefore **not atomic**: a crash, a network failure or an
 //!   error half-way through leaves the writes before it applied and those
-//!   after it not. The secrets logic issues its writes so that any prefix of
-//!   them leaves the previous state readable (value, then key record, then
-//!   index; deletes of pruned versions last), so a half-applied call shows
-//!   the old version, possibly with an unreferenced new value beside it.
+//!   after it not. The secrets logic issues its writes so that no prefix of
+//!   them leaves a record pointing at a missing value (value, then key
+//!   record, then index; deletes of pruned versions last): every version a
+//!   reader finds is readable, but after a half-applied set `get` may
+//!   already show the new version while `list`/`inject` still show the old
+//!   one, until the next write to that key.
 //! - Read transactions take no lock, refuse writes ([`VaultError::Rejected`])
 //!   and may see a commit in progress (again, the write order keeps what
 //!   they read consistent).
