@@ -74,20 +74,20 @@ impl<V: Vault> Secrets<V> {
             Some(r) => r.current()?.version,
             None => 0,
         };
-        if let Some(expected) = req.if_version {
-            if expected != current {
-                return Err(Error::Conflict(format!(
-                    "key {key:?} is at version {current}, the request expected version {expected}"
-                )));
-            }
+        if let Some(expected) = req.if_version
+            && expected != current
+        {
+            return Err(Error::Conflict(format!(
+                "key {key:?} is at version {current}, the request expected version {expected}"
+            )));
         }
-        if let Some(r) = &record {
-            if r.kind != req.kind {
-                return Err(Error::Conflict(format!(
-                    "key {key:?} holds a {} secret; delete it before setting it as {}",
-                    r.kind, req.kind
-                )));
-            }
+        if let Some(r) = &record
+            && r.kind != req.kind
+        {
+            return Err(Error::Conflict(format!(
+                "key {key:?} holds a {} secret; delete it before setting it as {}",
+                r.kind, req.kind
+            )));
         }
         let mut index = self.index(id)?;
         if record.is_none() && index.keys.len() >= self.limits.max_keys_per_instance as usize {

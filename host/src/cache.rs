@@ -95,15 +95,15 @@ pub fn load(dir: Option<&Path>) -> Result<(Sandbox, CacheOutcome, Option<String>
         return Ok((Sandbox::compile(engine)?, CacheOutcome::Uncached, Some(why)));
     }
     let path = cache_file(dir, &engine);
-    if let Ok(bytes) = fs::read(&path) {
-        if bytes.len() > 32 && Sha256::digest(&bytes[32..])[..] == bytes[..32] {
-            // SAFETY: the payload is exactly what `serialize` wrote for this
-            // engine's compatibility hash and component (checked by the
-            // file name and the digest), in a directory only we can write.
-            if let Ok(sandbox) = unsafe { Sandbox::deserialize(engine.clone(), &bytes[32..]) } {
-                return Ok((sandbox, CacheOutcome::Hit, None));
-            }
-        }
+    if let Ok(bytes) = fs::read(&path)
+        && bytes.len() > 32
+        && Sha256::digest(&bytes[32..])[..] == bytes[..32]
+        // SAFETY: the payload is exactly what `serialize` wrote for this
+        // engine's compatibility hash and component (checked by the file
+        // name and the digest), in a directory only we can write.
+        && let Ok(sandbox) = unsafe { Sandbox::deserialize(engine.clone(), &bytes[32..]) }
+    {
+        return Ok((sandbox, CacheOutcome::Hit, None));
     }
     let sandbox = Sandbox::compile(engine)?;
     match write_atomically(&path, &sandbox.serialize()?) {
