@@ -283,8 +283,77 @@ fn wrong_master_key_is_refused_at_connect() {
     assert_eq!(retrieve(&again, "t/00/k").unwrap().as_deref(), Some(&b"v"[..]));
 }
 
-/// rotate_all moves every row (and the key check) to the newest generation
-/// in batches; afterwards a keyring holding only that generation works.
+/// The generations the store has key checks for.
+fn key_check_generations(schema: &TestSchema) -> Vec<i32> {
+    admin()
+        .query(&format!("SELECT generation FROM {} ORDER BY generation", schema.table("secrets_key_checks")), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// `PostgresBackend::connect` must fail with `Corrupt`; returns the message.
+fn refused(url: &str, keyring: Keyring) -> String {
+    match PostgresBackend::connect(url, keyring) {
+        Err(VaultError::Corrupt(m)) => m,
+        other => panic!("expected a refusal at connect, got {:?}", other.map(|b| b.describe())),
+    }
+}
+
+/// A keyring lacking a generation that entries are sealed under is refused
+/// at connect, naming the generation and what to do; until an entry uses
+/// the new generation, the older keyring still connects.
+#[test]
+fn a_keyring_lacking_a_generation_in_use_is_refused() {
+    let schema = TestSchema::new("lackgen");
+    let (k1, k2) = (key_hex(0x31), key_hex(0x32));
+    let gen1 = || Keyring::from_spec(&format!("1:{k1}")).unwrap();
+    store_all(&connect(&schema.url(), gen1()), &[("t/00/old".into(), b"one".to_vec())]);
+    assert_eq!(key_check_generations(&schema), vec![1]);
+
+    let both = connect(&schema.url(), Keyring::from_spec(&format!("1:{k1},2:{k2}")).unwrap());
+    assert_eq!(key_check_generations(&schema), vec![1, 2], "a keyring with a newer generation adds its check");
+    drop(connect(&schema.url(), gen1()));
+    store_all(&both, &[("t/00/new-a".into(), b"two".to_vec()), ("t/00/new-b".into(), b"two".to_vec())]);
+
+    let m = refused(&schema.url(), gen1());
+    assert!(
+        m.contains("generation 2") && m.contains("2 entries under generation 2") && m.contains("rotate-all"),
+        "{m}"
+    );
+    assert!(!m.contains("wrong master key"), "not a wrong key, a missing one: {m}");
+    // The refusal wrote nothing; the full keyring still reads everything.
+    assert_eq!(key_check_generations(&schema), vec![1, 2]);
+    let again = connect(&schema.url(), Keyring::from_spec(&format!("1:{k1},2:{k2}")).unwrap());
+    assert_eq!(retrieve(&again, "t/00/old").unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(retrieve(&again, "t/00/new-a").unwrap().as_deref(), Some(&b"two"[..]));
+}
+
+/// Once generation 2 has a key check, a keyring with the right number but
+/// a wrong key for it (or for generation 1) is refused at connect.
+#[test]
+fn a_wrong_key_under_a_known_generation_is_refused() {
+    let schema = TestSchema::new("typo");
+    let (k1, k2, typo) = (key_hex(0x41), key_hex(0x42), key_hex(0x4f));
+    store_all(&connect(&schema.url(), Keyring::from_spec(&k1).unwrap()), &[("t/00/k".into(), b"v".to_vec())]);
+    drop(connect(&schema.url(), Keyring::from_spec(&format!("1:{k1},2:{k2}")).unwrap()));
+    assert_eq!(key_check_generations(&schema), vec![1, 2]);
+
+    let m = refused(&schema.url(), Keyring::from_spec(&format!("1:{k1},2:{typo}")).unwrap());
+    assert!(m.contains("wrong master key") && m.contains("generation 2"), "{m}");
+    let m = refused(&schema.url(), Keyring::from_spec(&format!("1:{typo},2:{k2}")).unwrap());
+    assert!(m.contains("wrong master key") && m.contains("generation 1"), "{m}");
+    let m = refused(&schema.url(), Keyring::from_spec(&format!("2:{typo}")).unwrap());
+    assert!(m.contains("wrong master key") && m.contains("generation 2"), "{m}");
+
+    let right = connect(&schema.url(), Keyring::from_spec(&format!("1:{k1},2:{k2}")).unwrap());
+    assert_eq!(retrieve(&right, "t/00/k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+/// rotate_all moves every row to the newest generation in batches;
+/// before, a keyring holding only that generation is refused, afterwards it
+/// connects and reads everything.
 #[test]
 fn rotate_all_moves_every_row_to_the_newest_generation() {
     let schema = TestSchema::new("rotate");
@@ -303,6 +372,8 @@ fn rotate_all_moves_every_row_to_the_newest_generation() {
     assert!(rows > 250);
 
     let both = connect(&schema.url(), Keyring::from_spec(&format!("1:{k1},2:{k2}")).unwrap());
+    let m = refused(&schema.url(), Keyring::from_spec(&format!("2:{k2}")).unwrap());
+    assert!(m.contains(&format!("{rows} entries under generation 1")) && m.contains("rotate-all"), "{m}");
     let mut calls = Vec::new();
     let moved = both.rotate_all(&mut |done, total| calls.push((done, total))).unwrap();
     assert_eq!(moved, rows as u64);
@@ -314,9 +385,7 @@ fn rotate_all_moves_every_row_to_the_newest_generation() {
         let (key, value, generation): (String, Vec<u8>, i32) = (row.get(0), row.get(1), row.get(2));
         assert_eq!((generation, sealed_generation(&value).unwrap()), (2, 2), "{key}");
     }
-    let check: i32 =
-        db.query_one(&format!("SELECT generation FROM {}", schema.table("secrets_key_check")), &[]).unwrap().get(0);
-    assert_eq!(check, 2, "the key check is rotated too");
+    assert_eq!(key_check_generations(&schema), vec![1, 2], "the newest generation has a key check");
     assert_eq!(both.rotate_all(&mut |_, _| {}).unwrap(), 0, "nothing left to rotate");
 
     let only_new = connect(&schema.url(), Keyring::from_spec(&format!("2:{k2}")).unwrap());
@@ -343,6 +412,49 @@ fn newer_schema_versions_are_refused() {
         }
         other => panic!("expected a refusal, got {:?}", other.map(|b| b.describe())),
     }
+}
+
+/// A store created by a build with schema version 1 (one key-check row)
+/// migrates: its key check becomes generation 1's, still refusing a wrong
+/// key, and its entries stay readable.
+#[test]
+fn version_1_stores_are_migrated() {
+    let schema = TestSchema::new("v1");
+    let key = Keyring::from_spec(&key_hex(0x51)).unwrap();
+    let check = key.seal("secrets:postgres:key-check", b"secrets postgres key check v1").unwrap();
+    let entry = key.seal("t/00/old", b"from-v1").unwrap();
+    let (version, entries, old_check) =
+        (schema.table("secrets_schema_version"), schema.table("secrets_entries"), schema.table("secrets_key_check"));
+    let mut db = admin();
+    // What the version-1 build created.
+    db.batch_execute(&format!(
+        "CREATE SCHEMA \"{name}\";
+         CREATE TABLE {version} (id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id), version INTEGER NOT NULL);
+         INSERT INTO {version} (id, version) VALUES (TRUE, 1);
+         CREATE TABLE {entries} (key TEXT PRIMARY KEY, value BYTEA NOT NULL, generation INTEGER NOT NULL);
+         CREATE INDEX secrets_entries_generation ON {entries} (generation);
+         CREATE TABLE {old_check} (
+             id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id), value BYTEA NOT NULL, generation INTEGER NOT NULL
+         );",
+        name = schema.name
+    ))
+    .unwrap();
+    db.execute(&format!("INSERT INTO {old_check} (id, value, generation) VALUES (TRUE, $1, 1)"), &[&check]).unwrap();
+    db.execute(&format!("INSERT INTO {entries} (key, value, generation) VALUES ('t/00/old', $1, 1)"), &[&entry])
+        .unwrap();
+
+    let backend = connect(&schema.url(), key);
+    let now: i32 = db.query_one(&format!("SELECT version FROM {version}"), &[]).unwrap().get(0);
+    assert_eq!(now, SCHEMA_VERSION);
+    let gone: bool = db.query_one("SELECT to_regclass($1) IS NULL", &[&old_check]).unwrap().get(0);
+    assert!(gone, "the version-1 key-check table is dropped");
+    let rows = db.query(&format!("SELECT generation, value FROM {}", schema.table("secrets_key_checks")), &[]).unwrap();
+    let carried: Vec<(i32, Vec<u8>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(carried, vec![(1, check)], "the key check is carried over, not re-created");
+    assert_eq!(retrieve(&backend, "t/00/old").unwrap().as_deref(), Some(&b"from-v1"[..]));
+
+    let m = refused(&schema.url(), Keyring::from_spec(&key_hex(0x5f)).unwrap());
+    assert!(m.contains("wrong master key"), "{m}");
 }
 
 /// Replicas starting at once on an empty schema all connect; the schema and
@@ -373,7 +485,7 @@ fn concurrent_first_connects_create_the_schema_once() {
         .collect();
     assert_eq!(versions, vec![SCHEMA_VERSION]);
     let checks: i64 =
-        db.query_one(&format!("SELECT count(*) FROM {}", schema.table("secrets_key_check")), &[]).unwrap().get(0);
+        db.query_one(&format!("SELECT count(*) FROM {}", schema.table("secrets_key_checks")), &[]).unwrap().get(0);
     assert_eq!(checks, 1);
     store_all(&backends[0], &[("t/00/shared".into(), b"v".to_vec())]);
     assert_eq!(retrieve(&backends[N - 1], "t/00/shared").unwrap().as_deref(), Some(&b"v"[..]));

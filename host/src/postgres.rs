@@ -35,15 +35,22 @@
 //!   by [`SealedTxn`] with the [`Keyring`] (XChaCha20-Poly1305, associated
 //!   data binding the vault key and key generation), so a ciphertext moved
 //!   to another row or tenant fails to open with [`VaultError::Corrupt`].
-//!   A key-check entry sealed on first creation makes a wrong master key
-//!   fail at connect rather than at the first read.
+//! - **Wrong keys fail at connect.** The store keeps one key-check entry
+//!   per master key generation, written under the newest generation the
+//!   first time a keyring holding it connects. Connecting verifies every
+//!   key check whose generation the keyring holds, and refuses a keyring
+//!   that shares no generation with the store, one whose key does not open
+//!   the check of its generation, or one lacking a generation that entries
+//!   are still sealed under (run rotate-all before retiring a generation).
 //! - **Schema versioning.** The schema carries a version number; connecting
 //!   migrates it forward under an advisory lock (so replicas starting at
 //!   once do not race) and refuses a schema newer than this build knows.
-//! - **Key rotation.** [`Backend::rotate_all`] re-seals every row under an
-//!   older generation, in batches of [`ROTATE_BATCH`] rows, each batch its
-//!   own transaction; rows being written meanwhile are skipped and retried,
-//!   never overwritten with stale plaintext.
+//! - **Key rotation.** [`Backend::rotate_all`] checks the keyring again,
+//!   then re-seals every row under an older generation, in batches of
+//!   [`ROTATE_BATCH`] rows, each batch its own transaction; rows being
+//!   written meanwhile are skipped and retried, never overwritten with
+//!   stale plaintext. Key checks of older generations are kept: a keyring
+//!   that still lists such a generation must hold its right key.
 //!
 //! # Not protected
 //! Vault keys (hex-encoded tenant, instance and key names), row counts,
@@ -57,10 +64,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Config, GenericClient, NoTls, Statement};
 use sha2::{Digest, Sha256};
 
-use crate::crypto::{Keyring, MASTER_KEY_ENV};
+use crate::crypto::{Keyring, MASTER_KEY_ENV, sealed_generation};
 use crate::sealed::{RawTxn, SealedTxn};
 use crate::store_url::redact_url;
 use crate::vault::{Access, Backend, Transaction, VaultError};
@@ -80,12 +87,14 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// Used when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The key-check entry: this plaintext sealed for this vault key.
+/// The key-check entries: this plaintext sealed for this vault key, one
+/// entry per master key generation.
 const KEY_CHECK_KEY: &str = "secrets:postgres:key-check";
 const KEY_CHECK_PLAIN: &[u8] = b"secrets postgres key check v1";
 
 /// Migration `i` moves the schema from version `i` to `i + 1`.
-/// `{entries}` and `{key_check}` are replaced by the (qualified) table names.
+/// `{entries}`, `{key_check}` and `{key_checks}` are replaced by the
+/// (qualified) table names. Append only: never edit a released migration.
 const MIGRATIONS: &[&str] = &[
     // 1: entries and the key check.
     "CREATE TABLE IF NOT EXISTS {entries} (
@@ -99,6 +108,15 @@ const MIGRATIONS: &[&str] = &[
          value BYTEA NOT NULL,
          generation INTEGER NOT NULL
      );",
+    // 2: one key check per generation; the single key check of version 1
+    // becomes the check of the generation it was sealed under.
+    "CREATE TABLE IF NOT EXISTS {key_checks} (
+         generation INTEGER PRIMARY KEY,
+         value BYTEA NOT NULL
+     );
+     INSERT INTO {key_checks} (generation, value) SELECT generation, value FROM {key_check}
+         ON CONFLICT (generation) DO NOTHING;
+     DROP TABLE IF EXISTS {key_check};",
 ];
 
 /// A PostgreSQL backend: a pool of connections and the keyring.
@@ -217,7 +235,10 @@ struct Sql {
     schema: Option<String>,
     entries: String,
     version: String,
+    /// The single key check of schema version 1 (migration 2 removes it).
     key_check: String,
+    /// The key checks, one per generation.
+    key_checks: String,
     get: String,
     put: String,
     remove: String,
@@ -239,13 +260,22 @@ impl Sql {
             remove: format!("DELETE FROM {entries} WHERE key = $1"),
             version: qualify("secrets_schema_version"),
             key_check: qualify("secrets_key_check"),
+            key_checks: qualify("secrets_key_checks"),
             entries,
             schema,
         }
     }
 
     fn migration(&self, i: usize) -> String {
-        MIGRATIONS[i].replace("{entries}", &self.entries).replace("{key_check}", &self.key_check)
+        MIGRATIONS[i]
+            .replace("{entries}", &self.entries)
+            .replace("{key_checks}", &self.key_checks)
+            .replace("{key_check}", &self.key_check)
+    }
+
+    /// The advisory lock that schema changes and key-check writes take.
+    fn migrate_lock(&self) -> i64 {
+        lock_key(&format!("secrets:migrate:{}", self.lock_namespace()))
     }
 
     /// What advisory locks of this store are named after.
@@ -390,7 +420,8 @@ impl PostgresBackend {
 
     /// Opens the store at `url` with an explicit keyring (a `key_file`
     /// parameter is ignored). Creates or migrates the schema, and checks the
-    /// keyring against the store's key-check entry.
+    /// keyring against the store's key checks and the generations its
+    /// entries are sealed under.
     pub fn connect(url: &str, keyring: Keyring) -> Result<Self, VaultError> {
         Self::open(ParsedUrl::parse(url)?, keyring)
     }
@@ -417,16 +448,16 @@ impl PostgresBackend {
         Ok(backend)
     }
 
-    /// Creates or upgrades the schema and writes or checks the key-check
-    /// entry, in one transaction under a store-wide advisory lock.
+    /// Creates or upgrades the schema and checks the keyring (writing the
+    /// key check of its newest generation if the store has none), in one
+    /// transaction under a store-wide advisory lock.
     fn migrate(&self) -> Result<(), VaultError> {
         let pool = &self.pool;
         let sql = &pool.sql;
         let mut client = pool.connect_client()?;
         let mut txn = client.transaction().map_err(|e| pool.error("starting the schema migration", &e))?;
         let err = |e: postgres::Error| pool.error("checking the schema", &e);
-        let lock = lock_key(&format!("secrets:migrate:{}", sql.lock_namespace()));
-        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).map_err(err)?;
+        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&sql.migrate_lock()]).map_err(err)?;
 
         // DDL only when something is missing, so that a role without CREATE
         // rights can use a store that is already set up.
@@ -469,33 +500,7 @@ impl PostgresBackend {
                 .map_err(err)?;
         }
 
-        let check = txn.query_opt(&format!("SELECT value FROM {} WHERE id", sql.key_check), &[]).map_err(err)?;
-        match check {
-            Some(row) => {
-                let sealed: Vec<u8> = row.get(0);
-                let opened = self.keyring.open(KEY_CHECK_KEY, &sealed).map_err(|e| {
-                    VaultError::Corrupt(format!(
-                        "{}: wrong master key: the store's key check does not open with the given keyring ({e}); \
-                         use the {MASTER_KEY_ENV} or key file that the store was created with",
-                        pool.described
-                    ))
-                })?;
-                if opened != KEY_CHECK_PLAIN {
-                    return Err(VaultError::Corrupt(format!(
-                        "{}: the store's key check holds unexpected content",
-                        pool.described
-                    )));
-                }
-            }
-            None => {
-                let sealed = self.keyring.seal(KEY_CHECK_KEY, KEY_CHECK_PLAIN)?;
-                txn.execute(
-                    &format!("INSERT INTO {} (id, value, generation) VALUES (TRUE, $1, $2)", sql.key_check),
-                    &[&sealed, &generation_column(self.keyring.newest())?],
-                )
-                .map_err(err)?;
-            }
-        }
+        self.check_keyring(&mut txn)?;
         txn.commit().map_err(|e| pool.error("committing the schema migration", &e))?;
         drop(client);
         Ok(())
@@ -570,28 +575,127 @@ impl PostgresBackend {
         Ok(count as u64)
     }
 
-    /// Re-seals the key-check entry under the newest generation, so that a
-    /// keyring without the old generations still opens the store.
-    fn rotate_key_check(&self) -> Result<(), VaultError> {
-        let newest = generation_column(self.keyring.newest())?;
-        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED")?;
-        let conn = txn.conn.as_mut().expect("a started transaction has a connection");
-        let table = &self.pool.sql.key_check;
-        let row = conn
-            .client
-            .query_opt(&format!("SELECT value, generation FROM {table} WHERE id FOR UPDATE"), &[])
-            .map_err(|e| self.pool.error("reading the key check", &e))?;
-        if let Some(row) = row {
-            let (sealed, generation): (Vec<u8>, i32) = (row.get(0), row.get(1));
-            if generation < newest {
-                let resealed = self.keyring.seal(KEY_CHECK_KEY, &self.keyring.open(KEY_CHECK_KEY, &sealed)?)?;
-                conn.client
-                    .execute(&format!("UPDATE {table} SET value = $1, generation = $2 WHERE id"), &[&resealed, &newest])
-                    .map_err(|e| self.pool.error("re-sealing the key check", &e))?;
+    /// Refuses a keyring that does not match the store: a held generation
+    /// whose key check does not open, no generation in common with the
+    /// store, or entries sealed under generations the keyring lacks. Then
+    /// writes the key check of the keyring's newest generation if the store
+    /// has none. The caller holds the migrate lock inside a transaction.
+    fn check_keyring(&self, client: &mut impl GenericClient) -> Result<(), VaultError> {
+        let pool = &self.pool;
+        let (sql, store) = (&pool.sql, &pool.described);
+        let err = |what: &'static str| move |e: postgres::Error| pool.error(what, &e);
+        let held = self.keyring.generations();
+        let checks: Vec<(i32, Vec<u8>)> = client
+            .query(&format!("SELECT generation, value FROM {} ORDER BY generation", sql.key_checks), &[])
+            .map_err(err("reading the key checks"))?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let store_gens: Vec<u32> = checks.iter().filter_map(|(g, _)| u32::try_from(*g).ok()).collect();
+
+        for (generation, sealed) in &checks {
+            let Some(generation) = u32::try_from(*generation).ok().filter(|g| held.contains(g)) else { continue };
+            // A check must be sealed under its own generation, and open.
+            let opens = sealed_generation(sealed).ok() == Some(generation)
+                && self.keyring.open(KEY_CHECK_KEY, sealed).ok().as_deref() == Some(KEY_CHECK_PLAIN);
+            if !opens {
+                return Err(VaultError::Corrupt(format!(
+                    "{store}: wrong master key: the keyring's key of generation {generation} does not open the \
+                     store's key check for generation {generation}; use the {MASTER_KEY_ENV} or key file that the \
+                     store's replicas share"
+                )));
             }
         }
+        if !store_gens.is_empty() && !store_gens.iter().any(|g| held.contains(g)) {
+            return Err(VaultError::Corrupt(format!(
+                "{store}: wrong master key: the store has key checks for {}, the keyring holds {}; use the \
+                 {MASTER_KEY_ENV} or key file that the store was created with",
+                generation_list(&store_gens),
+                generation_list(&held)
+            )));
+        }
+
+        // The distinct generations entries use, by index seeks (a loose
+        // index scan: PostgreSQL's DISTINCT would read the whole index).
+        let used = client
+            .query(
+                &format!(
+                    "WITH RECURSIVE used (generation) AS (
+                         (SELECT generation FROM {entries} ORDER BY generation LIMIT 1)
+                         UNION ALL
+                         SELECT (SELECT e.generation FROM {entries} e WHERE e.generation > used.generation
+                                 ORDER BY e.generation LIMIT 1)
+                         FROM used WHERE used.generation IS NOT NULL
+                     )
+                     SELECT generation FROM used WHERE generation IS NOT NULL",
+                    entries = sql.entries
+                ),
+                &[],
+            )
+            .map_err(err("reading the generations entries use"))?;
+        let mut missing = Vec::new();
+        for row in &used {
+            let generation: i32 = row.get(0);
+            if u32::try_from(generation).is_ok_and(|g| held.contains(&g)) {
+                continue;
+            }
+            let count: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {} WHERE generation = $1", sql.entries), &[&generation])
+                .map_err(err("counting entries by generation"))?
+                .get(0);
+            missing.push(format!(
+                "{count} {} under generation {generation}",
+                if count == 1 { "entry" } else { "entries" }
+            ));
+        }
+        if !missing.is_empty() {
+            return Err(VaultError::Corrupt(format!(
+                "{store}: the keyring lacks master key generations still in use: it holds {}, and the store has \
+                 entries sealed under others ({}); put the missing generations back in {MASTER_KEY_ENV} or the key \
+                 file, and run `secrets keyring rotate-all` (with every generation) before retiring a generation",
+                generation_list(&held),
+                missing.join(", ")
+            )));
+        }
+
+        let newest = generation_column(self.keyring.newest())?;
+        if !checks.iter().any(|(g, _)| *g == newest) {
+            // Keyring::seal seals under the newest generation, so that is the
+            // one a check is written for; older generations got theirs when
+            // they were newest.
+            let sealed = self.keyring.seal(KEY_CHECK_KEY, KEY_CHECK_PLAIN)?;
+            client
+                .execute(
+                    &format!("INSERT INTO {} (generation, value) VALUES ($1, $2)", sql.key_checks),
+                    &[&newest, &sealed],
+                )
+                .map_err(err("writing the key check"))?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_keyring`] in a transaction of its own: rotation re-seals
+    /// everything under the newest generation, so it first makes sure the
+    /// keyring still matches the store and that generation has a key check.
+    fn recheck_keyring(&self) -> Result<(), VaultError> {
+        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+        let conn = txn.conn.as_mut().expect("a started transaction has a connection");
+        let checked = conn
+            .client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&self.pool.sql.migrate_lock()])
+            .map_err(|e| self.pool.error("locking the key checks", &e))
+            .and_then(|_| self.check_keyring(&mut conn.client));
+        // On an error, dropping the transaction rolls it back.
+        checked?;
         Box::new(txn).commit()
     }
+}
+
+/// "generation 1" or "generations 1, 2".
+fn generation_list(generations: &[u32]) -> String {
+    let list: Vec<String> = generations.iter().map(u32::to_string).collect();
+    let plural = if list.len() == 1 { "" } else { "s" };
+    format!("generation{plural} {}", list.join(", "))
 }
 
 fn generation_column(generation: u32) -> Result<i32, VaultError> {
@@ -619,6 +723,7 @@ impl Backend for PostgresBackend {
     }
 
     fn rotate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, VaultError> {
+        self.recheck_keyring()?;
         let newest = generation_column(self.keyring.newest())?;
         let total = self.count_older(newest)?;
         let mut done = 0u64;
@@ -645,7 +750,6 @@ impl Backend for PostgresBackend {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.rotate_key_check()?;
         Ok(done)
     }
 }
