@@ -50,3 +50,17 @@ impl From<VaultError> for Error {
         Error::Vault(e.to_string())
     }
 }
+
+/// The logic's own errors, when the host runs one of its checks natively
+/// (e.g. validating an instance id before opening a transaction).
+impl From<secrets_guest::Error> for Error {
+    fn from(e: secrets_guest::Error) -> Self {
+        match e {
+            secrets_guest::Error::NotFound => Error::NotFound,
+            secrets_guest::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+            secrets_guest::Error::LimitExceeded(m) => Error::LimitExceeded(m),
+            secrets_guest::Error::Conflict(m) => Error::Conflict(m),
+            secrets_guest::Error::Vault(m) => Error::Vault(m),
+        }
+    }
+}

@@ -98,16 +98,6 @@ pub struct Resolved {
     pub mounts: Vec<Mount>,
 }
 
-fn error_out_guest(e: secrets_guest::Error) -> Error {
-    match e {
-        secrets_guest::Error::NotFound => Error::NotFound,
-        secrets_guest::Error::InvalidArgument(m) => Error::InvalidArgument(m),
-        secrets_guest::Error::LimitExceeded(m) => Error::LimitExceeded(m),
-        secrets_guest::Error::Conflict(m) => Error::Conflict(m),
-        secrets_guest::Error::Vault(m) => Error::Vault(m),
-    }
-}
-
 type Call<R> = wasmtime::Result<Result<R, api::Error>>;
 
 impl Secrets {
@@ -153,7 +143,7 @@ impl Secrets {
         f: impl FnOnce(&api::Guest, &mut Store<CallState>) -> Call<R>,
     ) -> Result<R, Error> {
         // Checked here too, before the backend sees the id in a lock scope.
-        secrets_guest::validate::instance_id(instance_id).map_err(error_out_guest)?;
+        secrets_guest::validate::instance_id(instance_id)?;
         let txn = self.backend.begin(access, &scope.lock_scope(instance_id))?;
         let state = CallState::new(txn, scope.clone(), self.limits, now_ms());
         let (result, state) = self.sandbox.call(name, state, self.call_timeout, f)?;

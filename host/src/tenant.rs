@@ -23,9 +23,9 @@ impl Scope {
     /// bytes of letters, digits, `_`, `-`, `.`, starting with a letter,
     /// digit or `_`, without `..`.
     pub fn tenant(name: &str) -> Result<Scope, Error> {
-        secrets_guest::validate::instance_id(name).map_err(|e| match e {
-            secrets_guest::Error::InvalidArgument(m) => Error::InvalidArgument(m.replacen("instance id", "tenant", 1)),
-            other => Error::InvalidArgument(other.to_string()),
+        secrets_guest::validate::instance_id(name).map_err(|e| match Error::from(e) {
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.replacen("instance id", "tenant", 1)),
+            other => other,
         })?;
         Ok(Scope { tenant: name.to_owned(), prefix: format!("t/{}/", hex::encode(name)) })
     }
