@@ -375,12 +375,16 @@ fn a_trap_after_vault_writes_rolls_them_back() {
     let backend = Arc::new(MemoryBackend::new());
     let t = Scope::tenant("acme").unwrap();
     service(backend.clone()).set(&t, env("A", "old")).unwrap();
+    let entries = backend.len();
     // Each store takes 1 s; the call may run 50 ms (5 epoch ticks, with a
     // wide margin for a loaded machine): the component is interrupted when
     // it resumes after its first store has landed in the transaction.
     let slow = service(FaultyBackend::slow(backend.clone(), std::time::Duration::from_secs(1)))
         .with_call_timeout(std::time::Duration::from_millis(50));
     assert!(matches!(slow.set(&t, env("A", "new")), Err(Error::Trap { call: "set", .. })));
+    // The new value's store had landed in the transaction: nothing of it
+    // may reach the backend.
+    assert_eq!(backend.len(), entries);
     let s = service(backend);
     let got = s.get(&t, "web-1", "A").unwrap();
     assert_eq!((got.meta.version, got.value.expose()), (1, &b"old"[..]));
