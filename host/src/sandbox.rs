@@ -63,9 +63,10 @@ impl CallState {
         CallState { txn, scope, limits, now_ms, store_limits, ops: 0, bytes_stored: 0 }
     }
 
-    /// Counts one vault operation storing `bytes`, refusing past the
-    /// per-call caps.
-    fn count(&mut self, bytes: usize) -> Result<(), VaultError> {
+    /// Admits one vault operation on the component's `key` storing
+    /// `bytes`: counts it against the per-call caps, checks the key and the
+    /// entry size, and returns the tenant-prefixed vault key.
+    fn admit(&mut self, key: &str, bytes: usize) -> Result<String, VaultError> {
         self.ops += 1;
         self.bytes_stored += bytes as u64;
         if self.ops > MAX_VAULT_OPS_PER_CALL {
@@ -74,14 +75,15 @@ impl CallState {
         if self.bytes_stored > MAX_BYTES_STORED_PER_CALL {
             return Err(VaultError::Rejected(format!("a call may store at most {MAX_BYTES_STORED_PER_CALL} bytes")));
         }
-        Ok(())
-    }
-
-    fn vault_key(&self, key: &str) -> Result<String, VaultError> {
         if key.is_empty() || key.len() > MAX_VAULT_KEY_BYTES {
             return Err(VaultError::Rejected(format!(
                 "vault keys are 1..={MAX_VAULT_KEY_BYTES} bytes, got {}",
                 key.len()
+            )));
+        }
+        if bytes > MAX_VAULT_ENTRY_BYTES {
+            return Err(VaultError::Rejected(format!(
+                "vault entries are at most {MAX_VAULT_ENTRY_BYTES} bytes, got {bytes}"
             )));
         }
         Ok(self.scope.vault_key(key))
@@ -99,36 +101,23 @@ fn wit_vault_error(e: VaultError) -> vault::VaultError {
 
 impl vault::Host for CallState {
     fn store(&mut self, key: String, mut value: Vec<u8>) -> Result<(), vault::VaultError> {
-        let result = (|| {
-            self.count(value.len())?;
-            let key = self.vault_key(&key)?;
-            if value.len() > MAX_VAULT_ENTRY_BYTES {
-                return Err(VaultError::Rejected(format!(
-                    "vault entries are at most {MAX_VAULT_ENTRY_BYTES} bytes, got {}",
-                    value.len()
-                )));
-            }
-            self.txn.store(&key, &value)
-        })();
+        let result = self.admit(&key, value.len()).and_then(|key| self.txn.store(&key, &value));
         value.zeroize();
         result.map_err(wit_vault_error)
     }
 
     fn retrieve(&mut self, key: String) -> Result<Option<Vec<u8>>, vault::VaultError> {
-        self.count(0).map_err(wit_vault_error)?;
-        let key = self.vault_key(&key).map_err(wit_vault_error)?;
+        let key = self.admit(&key, 0).map_err(wit_vault_error)?;
         self.txn.retrieve(&key).map_err(wit_vault_error)
     }
 
     fn delete(&mut self, key: String) -> Result<(), vault::VaultError> {
-        self.count(0).map_err(wit_vault_error)?;
-        let key = self.vault_key(&key).map_err(wit_vault_error)?;
+        let key = self.admit(&key, 0).map_err(wit_vault_error)?;
         self.txn.delete(&key).map_err(wit_vault_error)
     }
 
     fn rotate(&mut self, key: String) -> Result<(), vault::VaultError> {
-        self.count(0).map_err(wit_vault_error)?;
-        let key = self.vault_key(&key).map_err(wit_vault_error)?;
+        let key = self.admit(&key, 0).map_err(wit_vault_error)?;
         self.txn.rotate(&key).map_err(wit_vault_error)
     }
 }
@@ -302,5 +291,8 @@ mod tests {
         }
         assert!(matches!(s.store("more".into(), vec![0]), Err(vault::VaultError::Rejected(m)) if m.contains("at most")));
         assert!(matches!(s.store("x".repeat(MAX_VAULT_KEY_BYTES + 1), vec![]), Err(vault::VaultError::Rejected(_))));
+        let mut fresh = state();
+        let too_big = vec![0u8; MAX_VAULT_ENTRY_BYTES + 1];
+        assert!(matches!(fresh.store("k".into(), too_big), Err(vault::VaultError::Rejected(m)) if m.contains("vault entries")));
     }
 }
