@@ -4,7 +4,8 @@
 //! --release` with its own target directory (so it never waits on the outer
 //! build's lock), then encodes the core module as a component with
 //! `wit-component`. The result is `$OUT_DIR/secrets_plugin.wasm`, which
-//! `component.rs` embeds.
+//! `component.rs` embeds, with its SHA-256 beside it (so the compiled-code
+//! cache need not hash the component on every start).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,6 +32,8 @@ fn main() {
         .module(&module)
         .and_then(|enc| enc.validate(true).encode())
         .unwrap_or_else(|e| panic!("encoding {} as a component: {e:?}", core.display()));
+    use sha2::Digest;
+    fs::write(out.with_extension("sha256"), sha2::Sha256::digest(&component)).unwrap();
     fs::write(&out, component).unwrap();
 }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::component::COMPONENT;
+use crate::component::COMPONENT_SHA256;
 use crate::error::Error;
 use crate::sandbox::Sandbox;
 
@@ -60,7 +60,7 @@ impl Hasher for ShaHasher {
 fn cache_file(dir: &Path, engine: &wasmtime::Engine) -> PathBuf {
     let mut h = ShaHasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut h);
-    h.0.update(Sha256::digest(COMPONENT));
+    h.0.update(COMPONENT_SHA256);
     h.0.update(std::env::consts::ARCH.as_bytes());
     let key = hex::encode(&h.0.finalize()[..16]);
     dir.join(format!("component-{key}.cwasm"))
