@@ -46,6 +46,14 @@ impl From<secrets_host::VaultError> for CliError {
     }
 }
 
+/// How messages name a secret.
+fn secret_name(key: &str, instance: &str) -> String {
+    format!("secret {key:?} in instance {instance:?}")
+}
+
+/// The columns of `list` and `versions`.
+const META_HEADER: &[&str] = &["KEY", "TYPE", "VERSION", "CREATED", "SIZE"];
+
 /// Adds what was looked for to a bare "not found".
 fn not_found(what: String) -> impl FnOnce(Error) -> CliError {
     move |e| match e {
@@ -166,7 +174,7 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
             out(format!("{} v{} ({})\n", meta.key, meta.version, meta.kind).as_bytes())?;
         }
         Command::Get { instance, key, version } => {
-            let what = format!("secret {key:?} in instance {instance:?}");
+            let what = secret_name(&key, &instance);
             let secret = match version {
                 Some(v) => secrets
                     .get_version(&scope, &instance, &key, v)
@@ -182,17 +190,17 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
             } else if metas.is_empty() {
                 eprintln!("no secrets in instance {instance:?}");
             } else {
-                out(table(&["KEY", "TYPE", "VERSION", "CREATED", "SIZE"], meta_rows(&metas)).as_bytes())?;
+                out(table(META_HEADER, meta_rows(&metas)).as_bytes())?;
             }
         }
         Command::Versions { instance, key, json: as_json } => {
             let metas = secrets
                 .versions(&scope, &instance, &key)
-                .map_err(not_found(format!("secret {key:?} in instance {instance:?}")))?;
+                .map_err(not_found(secret_name(&key, &instance)))?;
             if as_json {
                 json(&metas)?;
             } else {
-                out(table(&["KEY", "TYPE", "VERSION", "CREATED", "SIZE"], meta_rows(&metas)).as_bytes())?;
+                out(table(META_HEADER, meta_rows(&metas)).as_bytes())?;
             }
         }
         Command::Inject { instance, format } => {
@@ -210,7 +218,7 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
         Command::Delete { instance, key } => {
             secrets
                 .delete(&scope, &instance, &key)
-                .map_err(not_found(format!("secret {key:?} in instance {instance:?}")))?;
+                .map_err(not_found(secret_name(&key, &instance)))?;
             out(format!("deleted {key}\n").as_bytes())?;
         }
         Command::Rotate { instance, key, all } => {
@@ -221,7 +229,7 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
             for key in keys {
                 let n = secrets
                     .rotate(&scope, &instance, &key)
-                    .map_err(not_found(format!("secret {key:?} in instance {instance:?}")))?;
+                    .map_err(not_found(secret_name(&key, &instance)))?;
                 out(format!("{key}: re-encrypted {n} version{}\n", if n == 1 { "" } else { "s" }).as_bytes())?;
             }
         }
