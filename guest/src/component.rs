@@ -86,13 +86,22 @@ fn secret_out(s: model::Secret) -> wit::Secret {
     wit::Secret { meta: meta_out(s.meta), value: s.value }
 }
 
+fn vault_error_out(e: VaultError) -> vault::VaultError {
+    match e {
+        VaultError::Unavailable(m) => vault::VaultError::Unavailable(m),
+        VaultError::Corrupt(m) => vault::VaultError::Corrupt(m),
+        VaultError::Rejected(m) => vault::VaultError::Rejected(m),
+        VaultError::Other(m) => vault::VaultError::Other(m),
+    }
+}
+
 fn error_out(e: Error) -> wit::Error {
     match e {
         Error::NotFound => wit::Error::NotFound,
         Error::InvalidArgument(m) => wit::Error::InvalidArgument(m),
         Error::LimitExceeded(m) => wit::Error::LimitExceeded(m),
         Error::Conflict(m) => wit::Error::Conflict(m),
-        Error::Vault(m) => wit::Error::Vault(m),
+        Error::Vault(e) => wit::Error::Vault(vault_error_out(e)),
     }
 }
 

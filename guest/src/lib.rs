@@ -23,6 +23,7 @@ pub mod tls;
 pub mod validate;
 
 #[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code, reason = "wit-bindgen's generated exports")]
 mod component;
 
 pub use limits::Limits;

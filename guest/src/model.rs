@@ -105,7 +105,16 @@ pub enum Error {
     InvalidArgument(String),
     LimitExceeded(String),
     Conflict(String),
-    Vault(String),
+    /// The vault failed, or what it holds is unreadable (`Corrupt`): the
+    /// kind is kept, so the caller can tell "retry" from "raise the alarm".
+    Vault(VaultError),
+}
+
+impl Error {
+    /// Stored data the logic cannot read: a [`VaultError::Corrupt`].
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Error::Vault(VaultError::Corrupt(message.into()))
+    }
 }
 
 impl fmt::Display for Error {
@@ -142,7 +151,7 @@ impl fmt::Display for VaultError {
 
 impl From<VaultError> for Error {
     fn from(e: VaultError) -> Self {
-        Error::Vault(e.to_string())
+        Error::Vault(e)
     }
 }
 

@@ -32,7 +32,7 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     pub fn current(&self) -> Result<&VersionRecord, Error> {
-        self.versions.last().ok_or_else(|| Error::Vault("key record has no versions".into()))
+        self.versions.last().ok_or_else(|| Error::corrupt("key record has no versions"))
     }
 
     pub fn find(&self, version: u32) -> Option<&VersionRecord> {
@@ -80,12 +80,13 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 }
 
 pub fn decode<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Vault(format!("{what} record is unreadable: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("{what} record is unreadable: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::VaultError;
 
     fn v(n: u32) -> VersionRecord {
         VersionRecord { version: n, created_at: n as u64, size: 1, not_after: None }
@@ -108,6 +109,6 @@ mod tests {
         idx.keys.insert("A".into(), IndexEntry { kind: SecretType::Tls, current: VersionRecord { not_after: Some(5), ..v(2) } });
         let back: IndexRecord = decode("index", &encode(&idx)).unwrap();
         assert_eq!(back, idx);
-        assert!(matches!(decode::<IndexRecord>("index", b"{"), Err(Error::Vault(_))));
+        assert!(matches!(decode::<IndexRecord>("index", b"{"), Err(Error::Vault(VaultError::Corrupt(_)))));
     }
 }

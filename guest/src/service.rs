@@ -54,7 +54,7 @@ impl<V: Vault> Secrets<V> {
     fn value(&self, instance_id: &str, key: &str, version: u32) -> Result<Vec<u8>, Error> {
         self.vault
             .retrieve(&layout::value(instance_id, key, version))?
-            .ok_or_else(|| Error::Vault(format!("value of version {version} is missing from the vault")))
+            .ok_or_else(|| Error::corrupt(format!("value of version {version} is missing from the vault")))
     }
 
     fn existing(&self, instance_id: &str, key: &str) -> Result<KeyRecord, Error> {
@@ -156,7 +156,7 @@ impl<V: Vault> Secrets<V> {
         for (key, entry) in index.keys.iter().filter(|(_, e)| e.kind == SecretType::Env) {
             let value = self.value(instance_id, key, entry.current.version)?;
             let text = String::from_utf8(value)
-                .map_err(|_| Error::Vault(format!("stored env value of {key:?} is not UTF-8")))?;
+                .map_err(|_| Error::corrupt(format!("stored env value of {key:?} is not UTF-8")))?;
             out.push((key.clone(), text));
         }
         Ok(out)
@@ -177,7 +177,7 @@ impl<V: Vault> Secrets<V> {
                 SecretType::Env => {}
                 SecretType::File => out.push(Mount { path: key.clone(), mode: MODE_PRIVATE, contents: value }),
                 SecretType::Tls => {
-                    let parts = tls::split(&value).map_err(|e| Error::Vault(format!("stored tls secret {key:?}: {e}")))?;
+                    let parts = tls::split(&value).map_err(|e| Error::corrupt(format!("stored tls secret {key:?}: {e}")))?;
                     out.push(Mount { path: format!("{key}/tls.crt"), mode: MODE_PUBLIC, contents: parts.certificates_pem });
                     out.push(Mount { path: format!("{key}/tls.key"), mode: MODE_PRIVATE, contents: parts.private_key_pem });
                 }
@@ -186,7 +186,7 @@ impl<V: Vault> Secrets<V> {
         }
         if !docker_configs.is_empty() {
             let docs: Vec<&[u8]> = docker_configs.iter().map(Vec::as_slice).collect();
-            let merged = registry::merge(&docs).map_err(|e| Error::Vault(format!("stored registry secrets: {e}")))?;
+            let merged = registry::merge(&docs).map_err(|e| Error::corrupt(format!("stored registry secrets: {e}")))?;
             out.push(Mount { path: DOCKER_CONFIG_PATH.into(), mode: MODE_PRIVATE, contents: merged });
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use secrets_host::{MemoryBackend, Scope, SecretType, Secrets, SetRequest, store_url};
+use secrets_host::{MemoryBackend, Scope, SecretType, Secrets, SetRequest, StoreConfig};
 
 fn main() -> anyhow::Result<()> {
-    // `store_url::open("sqlite:/var/lib/cp/secrets.db")` etc. in production.
+    // `StoreConfig::parse("sqlite:/var/lib/cp/secrets.db")?.open()?` etc. in production.
     let backend = match std::env::args().nth(1) {
-        Some(url) => store_url::open(&url)?,
+        Some(url) => StoreConfig::parse(&url)?.open()?,
         None => Arc::new(MemoryBackend::new()),
     };
     let secrets = Secrets::new(backend)?;

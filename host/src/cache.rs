@@ -10,6 +10,12 @@
 //! half-written file. The cache directory must be private to the user
 //! (mode 0700): one that others can write to is not used, since whoever
 //! writes the cache chooses the machine code the host runs.
+//!
+//! Why not wasmtime's own cache (`Config::cache`)? It stores compiled code
+//! of core modules for any engine, in a shared, configurable location, and
+//! trusts its files; this one holds exactly one artifact (our component for
+//! our engine configuration), refuses a directory other users can write,
+//! and checks a SHA-256 of every file before wasmtime maps it as code.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -21,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::component::COMPONENT_SHA256;
 use crate::error::Error;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SandboxEngine};
 
 /// The default cache directory: `$XDG_CACHE_HOME/secrets`, else
 /// `~/.cache/secrets`.
@@ -57,20 +63,26 @@ impl Hasher for ShaHasher {
     }
 }
 
-fn cache_file(dir: &Path, engine: &wasmtime::Engine) -> PathBuf {
+fn cache_file(dir: &Path, engine: &SandboxEngine) -> PathBuf {
     let mut h = ShaHasher(Sha256::new());
-    engine.precompile_compatibility_hash().hash(&mut h);
+    engine.engine().precompile_compatibility_hash().hash(&mut h);
     h.0.update(COMPONENT_SHA256);
     h.0.update(std::env::consts::ARCH.as_bytes());
     let key = hex::encode(&h.0.finalize()[..16]);
     dir.join(format!("component-{key}.cwasm"))
 }
 
+/// The user this process acts as.
+#[allow(unsafe_code, reason = "a libc call without preconditions")]
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Refuses a cache directory that is not ours alone.
 fn check_private(dir: &Path) -> Result<(), String> {
     let meta = fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = effective_uid();
     if meta.uid() != uid {
         return Err(format!("{} belongs to another user", dir.display()));
     }
@@ -82,8 +94,9 @@ fn check_private(dir: &Path) -> Result<(), String> {
 
 /// The sandbox, from the cache in `dir` when valid, else compiled (and the
 /// cache written). Never fails because of the cache: at worst it compiles.
+#[allow(unsafe_code, reason = "loads machine code it checked (digest, private directory)")]
 pub fn load(dir: Option<&Path>) -> Result<(Sandbox, CacheOutcome, Option<String>), Error> {
-    let engine = Sandbox::new_engine()?;
+    let engine = SandboxEngine::new()?;
     let Some(dir) = dir else {
         return Ok((Sandbox::compile(engine)?, CacheOutcome::Uncached, Some("no cache directory".into())));
     };

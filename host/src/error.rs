@@ -1,7 +1,7 @@
 //! The host's typed errors: the WIT `error` cases, plus what can only go
 //! wrong on the host side (a trap, an engine failure).
 
-use crate::vault::VaultError;
+use crate::backends::VaultError;
 
 /// Why a call failed. A failed call stored nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,13 +18,19 @@ pub enum Error {
     /// A check-and-set on a stale version, or a change of a key's type.
     #[error("{0}")]
     Conflict(String),
-    /// The vault failed.
+    /// The vault failed, with its kind: [`VaultError::Unavailable`] (try
+    /// again), [`VaultError::Corrupt`] (raise the alarm), `Rejected`, `Other`.
     #[error("vault: {0}")]
-    Vault(String),
+    Vault(VaultError),
     /// The component trapped; its instance was discarded and the call's
     /// writes rolled back. The next call gets a fresh instance.
     #[error("the secrets component trapped in `{call}`: {message}")]
-    Trap { call: &'static str, message: String },
+    Trap {
+        /// The exported function that trapped.
+        call: &'static str,
+        /// What wasmtime said.
+        message: String,
+    },
     /// The engine or the component could not be set up.
     #[error("sandbox: {0}")]
     Sandbox(String),
@@ -47,7 +53,7 @@ impl Error {
 
 impl From<VaultError> for Error {
     fn from(e: VaultError) -> Self {
-        Error::Vault(e.to_string())
+        Error::Vault(e)
     }
 }
 
@@ -60,7 +66,12 @@ impl From<secrets_guest::Error> for Error {
             secrets_guest::Error::InvalidArgument(m) => Error::InvalidArgument(m),
             secrets_guest::Error::LimitExceeded(m) => Error::LimitExceeded(m),
             secrets_guest::Error::Conflict(m) => Error::Conflict(m),
-            secrets_guest::Error::Vault(m) => Error::Vault(m),
+            secrets_guest::Error::Vault(e) => Error::Vault(match e {
+                secrets_guest::VaultError::Unavailable(m) => VaultError::Unavailable(m),
+                secrets_guest::VaultError::Corrupt(m) => VaultError::Corrupt(m),
+                secrets_guest::VaultError::Rejected(m) => VaultError::Rejected(m),
+                secrets_guest::VaultError::Other(m) => VaultError::Other(m),
+            }),
         }
     }
 }

@@ -19,30 +19,45 @@
 //!   makes while moving values into and out of a call's linear memory are
 //!   not zeroized by us; that memory is released when the call's store is
 //!   dropped.
+//!
+//! # Does not protect
+//! - Against the host process itself, or whoever can read its memory or
+//!   the store's master key: the host holds both.
+//! - Against the embedding control plane handing out the wrong [`Scope`]:
+//!   authentication is its job.
+//! - Key names, sizes and timing of writes are visible to the storage.
+//!
+//! # Layout
+//! - [`Secrets`] (`secrets.rs`): the façade; one call = one transaction.
+//! - [`Sandbox`] (`sandbox.rs`): the engine, its epoch ticker, per-call
+//!   instances, capabilities and limits; `bindings.rs` holds what `bindgen!`
+//!   generates, private to the crate.
+//! - [`backends`]: the [`Backend`] contract, [`StoreConfig`] (store URLs),
+//!   and one module per backend, each behind a cargo feature.
+//! - [`cache`]: the compiled-component cache of the CLI.
+//!
+//! # Blocking
+//! Every call of [`Secrets`] blocks its thread: it runs the component and
+//! talks to the backend synchronously (SQLite, PostgreSQL and OpenBao do
+//! I/O). From async code, run calls on a blocking pool, e.g. tokio's
+//! `spawn_blocking`, with the `Secrets` value cloned into the closure.
 
+#![warn(missing_docs)]
+
+pub mod backends;
 mod bindings;
 pub mod cache;
 pub mod component;
-pub mod crypto;
 pub mod error;
-pub mod memory;
-pub mod openbao;
-pub mod postgres;
 pub mod sandbox;
-pub mod sealed;
 pub mod secrets;
-pub mod sqlite;
-pub mod store_url;
 pub mod tenant;
 pub mod types;
-pub mod vault;
 
+pub use backends::{Access, Backend, MemoryBackend, StoreConfig, Transaction, Vault, VaultError};
 pub use error::Error;
-pub use memory::MemoryBackend;
-pub use sandbox::Sandbox;
+pub use sandbox::{Sandbox, SandboxEngine};
 pub use secrets::{Resolved, Secrets};
-pub use secrets_guest::Limits;
-pub use secrets_guest::limits as limit;
+pub use secrets_guest::{Limits, limits};
 pub use tenant::Scope;
 pub use types::{Mount, Secret, SecretMeta, SecretType, SecretValue, SetRequest};
-pub use vault::{Access, Backend, Transaction, Vault, VaultError};

@@ -9,19 +9,32 @@
 //! (epoch interruption) traps a call that runs too long, so a runaway
 //! component cannot hold a write transaction for ever. After a trap the
 //! store is dropped with the instance, so the next call starts clean.
+//!
+//! A breach of the per-call caps (vault operations, bytes stored, key or
+//! entry size) traps: the untrusted component cannot catch it and carry
+//! on. A backend's own failure reaches the component as a `vault-error`
+//! value, and the host keeps the first one, so the caller learns its real
+//! kind ([`VaultError::Unavailable`], `Corrupt`, `Rejected`) whatever the
+//! component reports.
+//!
+//! Deadlines count ticks of the engine's epoch, which one thread per
+//! [`SandboxEngine`] advances every [`EPOCH_TICK`], however many sandboxes
+//! share the engine.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use zeroize::Zeroize;
 
+use crate::backends::{Transaction, VaultError};
 use crate::bindings::{self, SecretsPlugin, SecretsPluginPre, context, vault};
 use crate::component::{ALLOWED_IMPORTS, COMPONENT};
 use crate::error::Error;
 use crate::tenant::Scope;
-use crate::vault::{Transaction, VaultError};
 use secrets_guest::Limits;
 
 /// Most linear memory one call's instance may grow to.
@@ -41,6 +54,45 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The resolution of call deadlines: the engine's epoch advances this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// How a vault operation of the component failed: the backend's error,
+/// handed to the component as a `vault-error` value, or a breach of the
+/// per-call caps, which traps (see `convert_vault_error`).
+#[derive(Debug)]
+pub(crate) enum VaultFault {
+    /// The backend failed.
+    Backend(VaultError),
+    /// The component broke a per-call cap; the call is stopped.
+    Limit(String),
+}
+
+impl From<VaultError> for VaultFault {
+    fn from(e: VaultError) -> Self {
+        VaultFault::Backend(e)
+    }
+}
+
+impl From<VaultError> for vault::VaultError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Unavailable(m) => vault::VaultError::Unavailable(m),
+            VaultError::Corrupt(m) => vault::VaultError::Corrupt(m),
+            VaultError::Rejected(m) => vault::VaultError::Rejected(m),
+            VaultError::Other(m) => vault::VaultError::Other(m),
+        }
+    }
+}
+
+impl From<vault::VaultError> for VaultError {
+    fn from(e: vault::VaultError) -> Self {
+        match e {
+            vault::VaultError::Unavailable(m) => VaultError::Unavailable(m),
+            vault::VaultError::Corrupt(m) => VaultError::Corrupt(m),
+            vault::VaultError::Rejected(m) => VaultError::Rejected(m),
+            vault::VaultError::Other(m) => VaultError::Other(m),
+        }
+    }
+}
+
 /// The state of one call's store.
 pub(crate) struct CallState {
     pub txn: Box<dyn Transaction>,
@@ -50,6 +102,8 @@ pub(crate) struct CallState {
     store_limits: StoreLimits,
     ops: u64,
     bytes_stored: u64,
+    /// The first backend failure of the call, as the backend reported it.
+    vault_failure: Option<VaultError>,
 }
 
 impl CallState {
@@ -60,65 +114,71 @@ impl CallState {
             .tables(8)
             .memories(2)
             .build();
-        CallState { txn, scope, limits, now_ms, store_limits, ops: 0, bytes_stored: 0 }
+        CallState { txn, scope, limits, now_ms, store_limits, ops: 0, bytes_stored: 0, vault_failure: None }
+    }
+
+    /// The first backend failure of the call, if any: what a `vault` error
+    /// the component returns really was.
+    pub fn take_vault_failure(&mut self) -> Option<VaultError> {
+        self.vault_failure.take()
     }
 
     /// Admits one vault operation on the component's `key` storing
     /// `bytes`: counts it against the per-call caps, checks the key and the
     /// entry size, and returns the tenant-prefixed vault key.
-    fn admit(&mut self, key: &str, bytes: usize) -> Result<String, VaultError> {
+    fn admit(&mut self, key: &str, bytes: usize) -> Result<String, VaultFault> {
         self.ops += 1;
         self.bytes_stored += bytes as u64;
+        let limit = |m: String| Err(VaultFault::Limit(m));
         if self.ops > MAX_VAULT_OPS_PER_CALL {
-            return Err(VaultError::Rejected(format!("a call may make at most {MAX_VAULT_OPS_PER_CALL} vault operations")));
+            return limit(format!("a call may make at most {MAX_VAULT_OPS_PER_CALL} vault operations"));
         }
         if self.bytes_stored > MAX_BYTES_STORED_PER_CALL {
-            return Err(VaultError::Rejected(format!("a call may store at most {MAX_BYTES_STORED_PER_CALL} bytes")));
+            return limit(format!("a call may store at most {MAX_BYTES_STORED_PER_CALL} bytes"));
         }
         if key.is_empty() || key.len() > MAX_VAULT_KEY_BYTES {
-            return Err(VaultError::Rejected(format!(
-                "vault keys are 1..={MAX_VAULT_KEY_BYTES} bytes, got {}",
-                key.len()
-            )));
+            return limit(format!("vault keys are 1..={MAX_VAULT_KEY_BYTES} bytes, got {}", key.len()));
         }
         if bytes > MAX_VAULT_ENTRY_BYTES {
-            return Err(VaultError::Rejected(format!(
-                "vault entries are at most {MAX_VAULT_ENTRY_BYTES} bytes, got {bytes}"
-            )));
+            return limit(format!("vault entries are at most {MAX_VAULT_ENTRY_BYTES} bytes, got {bytes}"));
         }
         Ok(self.scope.vault_key(key))
     }
 }
 
-fn wit_vault_error(e: VaultError) -> vault::VaultError {
-    match e {
-        VaultError::Unavailable(m) => vault::VaultError::Unavailable(m),
-        VaultError::Corrupt(m) => vault::VaultError::Corrupt(m),
-        VaultError::Rejected(m) => vault::VaultError::Rejected(m),
-        VaultError::Other(m) => vault::VaultError::Other(m),
-    }
-}
-
 impl vault::Host for CallState {
-    fn store(&mut self, key: String, mut value: Vec<u8>) -> Result<(), vault::VaultError> {
-        let result = self.admit(&key, value.len()).and_then(|key| self.txn.store(&key, &value));
+    fn store(&mut self, key: String, mut value: Vec<u8>) -> Result<(), VaultFault> {
+        let result = self.admit(&key, value.len()).and_then(|key| Ok(self.txn.store(&key, &value)?));
         value.zeroize();
-        result.map_err(wit_vault_error)
+        result
     }
 
-    fn retrieve(&mut self, key: String) -> Result<Option<Vec<u8>>, vault::VaultError> {
-        let key = self.admit(&key, 0).map_err(wit_vault_error)?;
-        self.txn.retrieve(&key).map_err(wit_vault_error)
+    fn retrieve(&mut self, key: String) -> Result<Option<Vec<u8>>, VaultFault> {
+        let key = self.admit(&key, 0)?;
+        Ok(self.txn.retrieve(&key)?)
     }
 
-    fn delete(&mut self, key: String) -> Result<(), vault::VaultError> {
-        let key = self.admit(&key, 0).map_err(wit_vault_error)?;
-        self.txn.delete(&key).map_err(wit_vault_error)
+    fn delete(&mut self, key: String) -> Result<(), VaultFault> {
+        let key = self.admit(&key, 0)?;
+        Ok(self.txn.delete(&key)?)
     }
 
-    fn rotate(&mut self, key: String) -> Result<(), vault::VaultError> {
-        let key = self.admit(&key, 0).map_err(wit_vault_error)?;
-        self.txn.rotate(&key).map_err(wit_vault_error)
+    fn rotate(&mut self, key: String) -> Result<(), VaultFault> {
+        let key = self.admit(&key, 0)?;
+        Ok(self.txn.rotate(&key)?)
+    }
+
+    /// A backend failure becomes the component's `vault-error` (and is kept
+    /// for the caller); a breach of the per-call caps traps.
+    fn convert_vault_error(&mut self, fault: VaultFault) -> wasmtime::Result<vault::VaultError> {
+        match fault {
+            VaultFault::Backend(e) => {
+                let value = e.clone().into();
+                self.vault_failure.get_or_insert(e);
+                Ok(value)
+            }
+            VaultFault::Limit(m) => Err(wasmtime::format_err!("per-call limit: {m}")),
+        }
     }
 }
 
@@ -136,10 +196,66 @@ impl context::Host for CallState {
     }
 }
 
+/// A wasmtime engine configured for the sandbox, with the thread that
+/// advances its epoch (the clock of call deadlines): one per engine, so any
+/// number of sandboxes sharing it keep their deadlines. Cheap to clone; the
+/// ticker stops when the last clone and every sandbox on it are dropped.
+#[derive(Clone)]
+pub struct SandboxEngine {
+    engine: Engine,
+    _ticker: Arc<Ticker>,
+}
+
+/// Stops the epoch thread when dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl SandboxEngine {
+    /// A new engine with [`Sandbox::engine_config`] and its epoch ticker.
+    pub fn new() -> Result<SandboxEngine, Error> {
+        let engine = Engine::new(&Sandbox::engine_config()).map_err(sandbox_error)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (weak, stopped) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("secrets-epoch".into())
+            .spawn(move || {
+                // Holds only a weak reference: ends with the engine, or
+                // when the last `SandboxEngine` clone is dropped.
+                while !stopped.load(Ordering::Relaxed)
+                    && let Some(engine) = weak.upgrade()
+                {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| Error::Sandbox(format!("cannot start the epoch thread: {e}")))?;
+        Ok(SandboxEngine { engine, _ticker: Arc::new(Ticker { stop }) })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl std::fmt::Debug for SandboxEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SandboxEngine")
+    }
+}
+
 /// The compiled component, ready to instantiate. Thread-safe: share one per
 /// process (behind an `Arc`) and call from any thread.
 pub struct Sandbox {
-    engine: Engine,
+    engine: SandboxEngine,
     component: Component,
     pre: SecretsPluginPre<CallState>,
 }
@@ -154,19 +270,14 @@ impl Sandbox {
         config
     }
 
-    /// A new engine with [`Sandbox::engine_config`].
-    pub fn new_engine() -> Result<Engine, Error> {
-        Engine::new(&Self::engine_config()).map_err(sandbox_error)
-    }
-
-    /// Compiles the embedded component.
+    /// Compiles the embedded component on a new engine.
     pub fn new() -> Result<Sandbox, Error> {
-        Self::compile(Self::new_engine()?)
+        Self::compile(SandboxEngine::new()?)
     }
 
     /// Compiles the embedded component for `engine`.
-    pub fn compile(engine: Engine) -> Result<Sandbox, Error> {
-        let component = Component::new(&engine, COMPONENT).map_err(sandbox_error)?;
+    pub fn compile(engine: SandboxEngine) -> Result<Sandbox, Error> {
+        let component = Component::new(&engine.engine, COMPONENT).map_err(sandbox_error)?;
         Self::from_component(engine, component)
     }
 
@@ -176,8 +287,10 @@ impl Sandbox {
     /// # Safety
     /// `bytes` must come from `serialize` of this build, unmodified: wasmtime
     /// checks the engine and version but runs the machine code as it is.
-    pub unsafe fn deserialize(engine: Engine, bytes: &[u8]) -> Result<Sandbox, Error> {
-        let component = unsafe { Component::deserialize(&engine, bytes) }.map_err(sandbox_error)?;
+    #[allow(unsafe_code, reason = "loading precompiled code is unsafe by nature; the caller vouches for it")]
+    pub unsafe fn deserialize(engine: SandboxEngine, bytes: &[u8]) -> Result<Sandbox, Error> {
+        // SAFETY: the caller guarantees `bytes` came from `serialize`.
+        let component = unsafe { Component::deserialize(&engine.engine, bytes) }.map_err(sandbox_error)?;
         Self::from_component(engine, component)
     }
 
@@ -189,30 +302,35 @@ impl Sandbox {
     /// Loads a component from a file (e.g. to check that a foreign
     /// component with other imports is refused).
     pub fn from_file(path: &Path) -> Result<Sandbox, Error> {
-        let engine = Self::new_engine()?;
-        let component = Component::from_file(&engine, path).map_err(sandbox_error)?;
+        let engine = SandboxEngine::new()?;
+        let component = Component::from_file(&engine.engine, path).map_err(sandbox_error)?;
         Self::from_component(engine, component)
     }
 
-    fn from_component(engine: Engine, component: Component) -> Result<Sandbox, Error> {
-        let imports: Vec<String> = component_imports(&engine, &component);
+    fn from_component(engine: SandboxEngine, component: Component) -> Result<Sandbox, Error> {
+        let imports: Vec<String> = component_imports(&engine.engine, &component);
         if let Some(extra) = imports.iter().find(|i| !ALLOWED_IMPORTS.contains(&i.as_str())) {
             return Err(Error::Sandbox(format!(
                 "the component imports {extra}; only {} may be granted",
                 ALLOWED_IMPORTS.join(" and ")
             )));
         }
-        let mut linker = Linker::<CallState>::new(&engine);
+        let mut linker = Linker::<CallState>::new(&engine.engine);
         SecretsPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s).map_err(sandbox_error)?;
         let pre = linker.instantiate_pre(&component).map_err(sandbox_error)?;
         let pre = SecretsPluginPre::new(pre).map_err(sandbox_error)?;
-        start_epoch_ticker(&engine);
         Ok(Sandbox { engine, component, pre })
+    }
+
+    /// The engine this sandbox runs on: compile another component on it to
+    /// share its epoch ticker.
+    pub fn engine(&self) -> &SandboxEngine {
+        &self.engine
     }
 
     /// The names of the component's imports.
     pub fn imports(&self) -> Vec<String> {
-        component_imports(&self.engine, &self.component)
+        component_imports(&self.engine.engine, &self.component)
     }
 
     /// Runs `f` on a fresh instance in a fresh store holding `state`, and
@@ -225,7 +343,7 @@ impl Sandbox {
         timeout: Duration,
         f: impl FnOnce(&bindings::api::Guest, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<(R, CallState), Error> {
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.store_limits);
         store.set_epoch_deadline(timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64);
         let trap = |e: wasmtime::Error| Error::Trap { call: name, message: format!("{e:#}") };
@@ -233,23 +351,6 @@ impl Sandbox {
         let result = f(plugin.cp_secrets_secrets(), &mut store).map_err(trap)?;
         Ok((result, store.into_data()))
     }
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] while the engine lives:
-/// the clock of call deadlines. The thread holds only a weak reference and
-/// ends with the engine.
-fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("secrets-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .expect("spawning the epoch ticker");
 }
 
 fn component_imports(engine: &Engine, component: &Component) -> Vec<String> {
@@ -263,12 +364,15 @@ fn sandbox_error(e: wasmtime::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::MemoryBackend;
-    use crate::vault::{Access, Backend};
+    use crate::backends::{Access, Backend, MemoryBackend};
 
     fn state() -> CallState {
         let txn = MemoryBackend::new().begin(Access::Write, "t").unwrap();
         CallState::new(txn, Scope::tenant("t").unwrap(), Limits::default(), 0)
+    }
+
+    fn is_limit(r: Result<impl std::fmt::Debug, VaultFault>, needle: &str) -> bool {
+        matches!(r, Err(VaultFault::Limit(ref m)) if m.contains(needle))
     }
 
     #[test]
@@ -278,7 +382,7 @@ mod tests {
         for _ in 0..MAX_VAULT_OPS_PER_CALL {
             s.retrieve("k".into()).unwrap();
         }
-        assert!(matches!(s.retrieve("k".into()), Err(vault::VaultError::Rejected(m)) if m.contains("vault operations")));
+        assert!(is_limit(s.retrieve("k".into()), "vault operations"));
     }
 
     #[test]
@@ -289,10 +393,96 @@ mod tests {
         for i in 0..(MAX_BYTES_STORED_PER_CALL as usize / MAX_VAULT_ENTRY_BYTES) {
             s.store(format!("k{i}"), entry.clone()).unwrap();
         }
-        assert!(matches!(s.store("more".into(), vec![0]), Err(vault::VaultError::Rejected(m)) if m.contains("at most")));
-        assert!(matches!(s.store("x".repeat(MAX_VAULT_KEY_BYTES + 1), vec![]), Err(vault::VaultError::Rejected(_))));
+        assert!(is_limit(s.store("more".into(), vec![0]), "at most"));
         let mut fresh = state();
+        assert!(is_limit(fresh.store("x".repeat(MAX_VAULT_KEY_BYTES + 1), vec![]), "vault keys"));
         let too_big = vec![0u8; MAX_VAULT_ENTRY_BYTES + 1];
-        assert!(matches!(fresh.store("k".into(), too_big), Err(vault::VaultError::Rejected(m)) if m.contains("vault entries")));
+        assert!(is_limit(fresh.store("k".into(), too_big), "vault entries"));
+    }
+
+    /// A breach of a cap is a trap the component cannot catch; a backend
+    /// failure is a value it sees, and the host keeps its real kind.
+    #[test]
+    fn limits_trap_and_backend_failures_are_values_kept_for_the_caller() {
+        use vault::Host;
+        let mut s = state();
+        let trap = s.convert_vault_error(VaultFault::Limit("a call may make at most 1 vault operations".into()));
+        assert!(trap.is_err_and(|e| format!("{e:#}").contains("per-call limit")));
+        assert_eq!(s.take_vault_failure(), None, "a trap is not a vault failure");
+        let first = VaultError::Unavailable("db down".into());
+        let seen = s.convert_vault_error(VaultFault::Backend(first.clone())).unwrap();
+        assert!(matches!(seen, vault::VaultError::Unavailable(ref m) if m == "db down"));
+        s.convert_vault_error(VaultFault::Backend(VaultError::Other("later".into()))).unwrap();
+        assert_eq!(s.take_vault_failure(), Some(first), "the first failure is kept");
+    }
+
+    /// Two sandboxes on one engine share its ticker: deadlines keep their
+    /// length. With a ticker per sandbox the epoch would advance three times
+    /// as fast and this call (about 200 ms of vault waits against a 300 ms
+    /// deadline) would trap.
+    #[test]
+    fn sandboxes_sharing_an_engine_keep_their_deadlines() {
+        let engine = SandboxEngine::new().unwrap();
+        let sandboxes: Vec<Sandbox> = (0..3).map(|_| Sandbox::compile(engine.clone()).unwrap()).collect();
+        let slow = SlowBackend(MemoryBackend::new());
+        let scope = Scope::tenant("t").unwrap();
+        let set = bindings::api::SetRequest {
+            instance_id: "i".into(),
+            key: "K".into(),
+            value: b"v".to_vec(),
+            kind: bindings::api::SecretType::Env,
+            if_version: None,
+        };
+        let write = |sandbox: &Sandbox, f: &dyn Fn(&bindings::api::Guest, &mut Store<CallState>) -> bool| {
+            let txn = slow.begin(Access::Write, "t").unwrap();
+            let state = CallState::new(txn, scope.clone(), Limits::default(), 0);
+            let (ok, state) = sandbox.call("test", state, Duration::from_millis(300), |g, s| Ok(f(g, s))).unwrap();
+            state.txn.commit().unwrap();
+            ok
+        };
+        assert!(write(&sandboxes[0], &|g, s| g.call_set(s, &set).unwrap().is_ok()));
+        SLOW.with(|d| d.set(Duration::from_millis(100)));
+        // `get` makes two vault reads: ~200 ms of waits.
+        let got = write(&sandboxes[2], &|g, s| g.call_get(s, "i", "K").unwrap().is_ok());
+        assert!(got, "the call finished within its deadline");
+    }
+
+    thread_local! {
+        static SLOW: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+    }
+
+    /// A memory backend whose reads take as long as `SLOW` says.
+    struct SlowBackend(MemoryBackend);
+    struct SlowTxn(Box<dyn Transaction>);
+
+    impl Backend for SlowBackend {
+        fn begin(&self, access: Access, scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
+            Ok(Box::new(SlowTxn(self.0.begin(access, scope)?)))
+        }
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+    }
+
+    impl crate::backends::Vault for SlowTxn {
+        fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+            self.0.store(key, value)
+        }
+        fn retrieve(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+            std::thread::sleep(SLOW.with(|d| d.get()));
+            self.0.retrieve(key)
+        }
+        fn delete(&mut self, key: &str) -> Result<(), VaultError> {
+            self.0.delete(key)
+        }
+        fn rotate(&mut self, key: &str) -> Result<(), VaultError> {
+            self.0.rotate(key)
+        }
+    }
+
+    impl Transaction for SlowTxn {
+        fn commit(self: Box<Self>) -> Result<(), VaultError> {
+            self.0.commit()
+        }
     }
 }

@@ -2,6 +2,9 @@
 //! `list`, `inject`, ... Each call is independent: it opens one transaction
 //! on the backend, runs the component in a fresh sandboxed instance, and
 //! commits only when the component returned success.
+//!
+//! Every call blocks its thread (see the crate documentation): from async
+//! code, run it on a blocking pool (`tokio::task::spawn_blocking`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,12 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wasmtime::Store;
 use zeroize::Zeroize;
 
+use crate::backends::{Access, Backend, VaultError};
 use crate::bindings::api;
 use crate::error::Error;
 use crate::sandbox::{CallState, DEFAULT_CALL_TIMEOUT, Sandbox};
 use crate::tenant::Scope;
-use crate::types::{Mount, Secret, SecretMeta, SecretType, SetRequest, SecretValue};
-use crate::vault::{Access, Backend};
+use crate::types::{Mount, Secret, SecretMeta, SecretType, SecretValue, SetRequest};
 use secrets_guest::Limits;
 
 /// The secrets service over one backend. Cheap to clone; `Send + Sync`.
@@ -71,13 +74,16 @@ fn secret_out(s: api::Secret) -> Secret {
     Secret { meta: meta_out(s.meta), value: SecretValue::new(s.value) }
 }
 
-fn error_out(e: api::Error) -> Error {
+/// The component's error as the caller's. A vault error is the backend's
+/// own failure when the call had one (the component may not rewrite its
+/// kind); otherwise what the component found unreadable in the vault.
+fn error_out(e: api::Error, vault_failure: Option<VaultError>) -> Error {
     match e {
         api::Error::NotFound => Error::NotFound,
         api::Error::InvalidArgument(m) => Error::InvalidArgument(m),
         api::Error::LimitExceeded(m) => Error::LimitExceeded(m),
         api::Error::Conflict(m) => Error::Conflict(m),
-        api::Error::Vault(m) => Error::Vault(m),
+        api::Error::Vault(claimed) => Error::Vault(vault_failure.unwrap_or_else(|| claimed.into())),
     }
 }
 
@@ -121,14 +127,17 @@ impl Secrets {
         self
     }
 
+    /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
+    /// The backend the calls run on.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
 
+    /// The compiled component the calls run in.
     pub fn sandbox(&self) -> &Arc<Sandbox> {
         &self.sandbox
     }
@@ -146,8 +155,8 @@ impl Secrets {
         secrets_guest::validate::instance_id(instance_id)?;
         let txn = self.backend.begin(access, &scope.lock_scope(instance_id))?;
         let state = CallState::new(txn, scope.clone(), self.limits, now_ms());
-        let (result, state) = self.sandbox.call(name, state, self.call_timeout, f)?;
-        let value = result.map_err(error_out)?;
+        let (result, mut state) = self.sandbox.call(name, state, self.call_timeout, f)?;
+        let value = result.map_err(|e| error_out(e, state.take_vault_failure()))?;
         if access == Access::Write {
             state.txn.commit()?;
         }

@@ -30,6 +30,7 @@ impl Scope {
         Ok(Scope { tenant: name.to_owned(), prefix: format!("t/{}/", hex::encode(name)) })
     }
 
+    /// The tenant's name.
     pub fn name(&self) -> &str {
         &self.tenant
     }

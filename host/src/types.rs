@@ -13,6 +13,7 @@ pub use secrets_guest::SecretType;
 pub struct SecretValue(SecretBox<Vec<u8>>);
 
 impl SecretValue {
+    /// Wraps `bytes`, which are zeroized when the value is dropped.
     pub fn new(bytes: Vec<u8>) -> Self {
         SecretValue(SecretBox::new(Box::new(bytes)))
     }
@@ -27,10 +28,12 @@ impl SecretValue {
         std::str::from_utf8(self.expose())
     }
 
+    /// The value's length in bytes.
     pub fn len(&self) -> usize {
         self.expose().len()
     }
 
+    /// Whether the value is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -87,10 +90,14 @@ impl From<String> for SecretValue {
 /// What is known about one version of a secret; never its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretMeta {
+    /// The instance the secret belongs to.
     pub instance_id: String,
+    /// The secret's key (its name in the instance).
     pub key: String,
+    /// How the secret reaches the instance.
     #[serde(rename = "type")]
     pub kind: SecretType,
+    /// This version's number, from 1.
     pub version: u32,
     /// Unix milliseconds.
     pub created_at: u64,
@@ -104,8 +111,10 @@ pub struct SecretMeta {
 /// One version of a secret with its value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Secret {
+    /// What is known about the version.
     #[serde(flatten)]
     pub meta: SecretMeta,
+    /// The value; never serialized.
     #[serde(skip)]
     pub value: SecretValue,
 }
@@ -113,10 +122,14 @@ pub struct Secret {
 /// A request to set a secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct SetRequest {
+    /// The instance the secret belongs to.
     pub instance_id: String,
+    /// The secret's key.
     pub key: String,
+    /// The new value; never serialized.
     #[serde(skip)]
     pub value: SecretValue,
+    /// How the secret reaches the instance (fixed once the key exists).
     #[serde(rename = "type")]
     pub kind: SecretType,
     /// Check-and-set: the version that must be current (0: must not exist).
@@ -124,6 +137,7 @@ pub struct SetRequest {
 }
 
 impl SetRequest {
+    /// A set of `value` under `key` of `instance_id`, without check-and-set.
     pub fn new(instance_id: &str, key: &str, kind: SecretType, value: impl Into<SecretValue>) -> Self {
         SetRequest {
             instance_id: instance_id.to_owned(),
@@ -142,12 +156,14 @@ impl SetRequest {
 }
 
 /// A file that a file, tls or registry secret becomes in the container.
+/// A file a container start mounts: from a file, tls or registry secret.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mount {
     /// Relative to the secrets directory.
     pub path: String,
     /// Unix permission bits.
     pub mode: u32,
+    /// The file's contents; never serialized.
     #[serde(skip)]
     pub contents: SecretValue,
 }

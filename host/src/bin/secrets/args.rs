@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrets_host::SecretType;
 
 const EXIT_CODES: &str = "\
-Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict.
+Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 store unavailable (try again).
 A value is never taken from the command line (it would leak into `ps` and
 shell history): `set` reads it from stdin or --from-file.";
 

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Parser;
-use secrets_host::{Error, Scope, SecretMeta, SetRequest, cache, crypto, limit, store_url};
+use secrets_host::backends::{StoreConfig, VaultError, store_config};
+use secrets_host::{Error, Scope, SecretMeta, SetRequest, cache, limits};
 
 use args::{Cli, Command, Format, KeyringCommand};
 
@@ -29,20 +30,24 @@ impl CliError {
     }
 }
 
+/// Exit code of an unavailable store: try again later.
+const EXIT_UNAVAILABLE: u8 = 5;
+
 impl From<Error> for CliError {
     fn from(e: Error) -> Self {
         let code = match e {
             Error::NotFound => 3,
             Error::Conflict(_) => 4,
+            Error::Vault(VaultError::Unavailable(_)) => EXIT_UNAVAILABLE,
             _ => 1,
         };
         CliError { code, message: e.to_string() }
     }
 }
 
-impl From<secrets_host::VaultError> for CliError {
-    fn from(e: secrets_host::VaultError) -> Self {
-        CliError::error(e.to_string())
+impl From<VaultError> for CliError {
+    fn from(e: VaultError) -> Self {
+        Error::Vault(e).into()
     }
 }
 
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
 fn read_value(from_file: Option<PathBuf>) -> Result<Vec<u8>, CliError> {
     // One byte more than any accepted value, so oversize input is reported
     // by the component's limit check without reading all of it.
-    let cap = u64::from(limit::HARD_MAX_VALUE_BYTES) + 1;
+    let cap = u64::from(limits::HARD_MAX_VALUE_BYTES) + 1;
     let mut value = Vec::new();
     match from_file {
         Some(path) => fs_err(&path, std::fs::File::open(&path).and_then(|f| f.take(cap).read_to_end(&mut value)))?,
@@ -141,12 +146,13 @@ fn json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
 }
 
 fn run_cli(cli: Cli) -> Result<u8, CliError> {
-    let url = cli.store.clone().unwrap_or_else(store_url::default_url);
+    let url = cli.store.clone().unwrap_or_else(store_config::default_url);
+    let store = StoreConfig::parse(&url)?;
     let scope = Scope::tenant(&cli.tenant)?;
     if let Command::Keyring(KeyringCommand::Add) = cli.command {
-        return keyring_add(&url);
+        return keyring_add(&store);
     }
-    let backend = store_url::open(&url)?;
+    let backend = store.open()?;
     if let Command::Keyring(KeyringCommand::RotateAll) = cli.command {
         let mut last = 0;
         let n = backend.rotate_all(&mut |done, total| {
@@ -212,7 +218,7 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
             })?;
         }
         Command::Run(args) => {
-            let code = run::run(&secrets, &scope, &url, args)?;
+            let code = run::run(&secrets, &scope, &store, args)?;
             return Ok(u8::try_from(code).unwrap_or(1));
         }
         Command::Delete { instance, key } => {
@@ -238,22 +244,25 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
     Ok(0)
 }
 
-fn keyring_add(url: &str) -> Result<u8, CliError> {
-    if std::env::var_os(crypto::MASTER_KEY_ENV).is_some() {
+fn keyring_add(store: &StoreConfig) -> Result<u8, CliError> {
+    use secrets_host::backends::sealed::{Keyring, MASTER_KEY_ENV};
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
         return Err(CliError::error(format!(
-            "the master key comes from {}; add a generation there (1:<hex>,2:<hex>)",
-            crypto::MASTER_KEY_ENV
+            "the master key comes from {MASTER_KEY_ENV}; add a generation there (1:<hex>,2:<hex>)"
         )));
     }
-    let key_file = if url.starts_with("sqlite:") {
-        secrets_host::sqlite::SqliteBackend::key_file(url)?
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        secrets_host::postgres::PostgresBackend::key_file(url)?
-            .ok_or_else(|| CliError::error("this postgres store takes its key from SECRETS_MASTER_KEY; add `key_file=PATH` to use a key file"))?
-    } else {
-        return Err(CliError::error("`keyring add` manages the key file of a sqlite: or postgres: (key_file=) store"));
+    let key_file = match store.key_file() {
+        Some(path) => path,
+        None if store.has_master_key() => {
+            return Err(CliError::error(
+                "this postgres store takes its key from SECRETS_MASTER_KEY; add `key_file=PATH` to use a key file",
+            ));
+        }
+        None => {
+            return Err(CliError::error("`keyring add` manages the key file of a sqlite: or postgres: (key_file=) store"));
+        }
     };
-    let generation = crypto::Keyring::add_generation(&key_file)?;
+    let generation = Keyring::add_generation(&key_file)?;
     out(format!(
         "added master key generation {generation} to {}; run `secrets keyring rotate-all` to re-encrypt existing entries\n",
         key_file.display()

@@ -21,7 +21,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use secrets_host::{Mount, Scope, Secrets};
+use secrets_host::{Mount, Scope, Secrets, StoreConfig};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -53,15 +53,6 @@ impl Drop for MountDir {
     }
 }
 
-/// The environment variables that hold the store's own credentials.
-fn store_credentials(store_url: &str) -> Vec<String> {
-    let mut vars: Vec<String> = ["SECRETS_MASTER_KEY", "SECRETS_STORE", "BAO_TOKEN", "VAULT_TOKEN"].map(String::from).into();
-    if let Some((_, query)) = store_url.split_once('?') {
-        vars.extend(query.split('&').filter_map(|p| p.strip_prefix("token_env=")).map(String::from));
-    }
-    vars
-}
-
 fn default_base() -> PathBuf {
     let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute() && p.is_dir());
     let shm = Some(PathBuf::from("/dev/shm")).filter(|p| p.is_dir());
@@ -77,8 +68,7 @@ fn prepare_dir(requested: Option<&Path>) -> Result<MountDir, CliError> {
     match requested {
         Some(p) if p.exists() => {
             let meta = fs::metadata(p).map_err(|e| io(p, e))?;
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            if meta.uid() != unsafe { libc::geteuid() } || meta.permissions().mode() & 0o077 != 0 {
+            if meta.uid() != secrets_host::cache::effective_uid() || meta.permissions().mode() & 0o077 != 0 {
                 return Err(CliError::error(format!(
                     "--mount-dir {} must be owned by you and private (chmod 700)",
                     p.display()
@@ -123,7 +113,8 @@ fn write_mount(dir: &mut MountDir, mount: &Mount) -> Result<(), CliError> {
     f.write_all(mount.contents.expose()).map_err(|e| io(&path, e))
 }
 
-pub fn run(secrets: &Secrets, scope: &Scope, store_url: &str, args: RunArgs) -> Result<i32, CliError> {
+#[allow(unsafe_code, reason = "kill(2) to forward signals to the child")]
+pub fn run(secrets: &Secrets, scope: &Scope, store: &StoreConfig, args: RunArgs) -> Result<i32, CliError> {
     // Registered before any file is written, so no signal can kill us
     // between writing the secrets and cleaning them up.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
@@ -141,7 +132,7 @@ pub fn run(secrets: &Secrets, scope: &Scope, store_url: &str, args: RunArgs) -> 
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
-    for var in store_credentials(store_url) {
+    for var in store.credential_vars() {
         cmd.env_remove(var);
     }
     for (name, value) in &env {
@@ -180,6 +171,7 @@ pub fn run(secrets: &Secrets, scope: &Scope, store_url: &str, args: RunArgs) -> 
 }
 
 /// Blocks until the child has exited, leaving it a zombie to reap.
+#[allow(unsafe_code, reason = "waitid with a zeroed siginfo_t")]
 fn wait_without_reaping(pid: libc::pid_t) {
     loop {
         // SAFETY: `info` is a valid, zeroed siginfo_t for waitid to fill.

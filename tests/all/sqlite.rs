@@ -11,11 +11,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use secrets_host::crypto::{Keyring, MASTER_KEY_ENV};
-use secrets_host::sqlite::{SCHEMA_VERSION, SqliteBackend};
+use secrets_host::backends::sealed::{Keyring, MASTER_KEY_ENV};
+use secrets_host::backends::StoreConfig;
+use secrets_host::backends::sqlite::{SCHEMA_VERSION, SqliteBackend};
 use secrets_host::{Access, Backend, Error, Limits, Scope, SecretType, SetRequest, VaultError};
-use secrets_tests::conformance::unique;
-use secrets_tests::{conformance_tests, service, service_with};
+use crate::conformance::unique;
+use crate::common::{service, service_with};
+use crate::conformance_tests;
 use tempfile::TempDir;
 
 /// A new store file per conformance case, in one directory kept for the
@@ -118,7 +120,10 @@ fn swapped_ciphertexts_are_rejected_never_misread() {
         assert!(!msg.contains("alpha") && !msg.contains("bravo"), "{msg}");
     }
     let err = s.get(&scope, "web", "A").unwrap_err();
-    assert!(matches!(&err, Error::Vault(m) if m.contains("corrupt") && !m.contains("bravo")), "{err:?}");
+    assert!(
+        matches!(&err, Error::Vault(e @ VaultError::Corrupt(m)) if e.to_string().contains("corrupt") && !m.contains("bravo")),
+        "{err:?}"
+    );
     assert!(matches!(s.get(&scope, "web", "B"), Err(Error::Vault(_))));
 
     // Swapped back, both read again: the failure was the swap.
@@ -199,12 +204,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Opens like `SqliteBackend::from_url` does; through `from_url` itself
+/// Opens like the store URL `sqlite:PATH` does; through `StoreConfig` itself
 /// when `SECRETS_MASTER_KEY` is unset (tests never set it: they share the
 /// process environment).
 fn open_like_url(db: &Path) -> Result<SqliteBackend, VaultError> {
     if std::env::var(MASTER_KEY_ENV).is_err() {
-        SqliteBackend::from_url(&format!("sqlite:{}", db.display()))
+        match StoreConfig::parse(&format!("sqlite:{}", db.display()))? {
+            StoreConfig::Sqlite(config) => SqliteBackend::from_config(&config),
+            other => panic!("not a sqlite store: {other:?}"),
+        }
     } else {
         SqliteBackend::open(db, Keyring::load_or_create(&key_file(db))?)
     }
@@ -456,4 +464,42 @@ fn future_schema_versions_are_refused() {
     assert_eq!(version, SCHEMA_VERSION + 1, "the file was left as it was");
     conn.pragma_update(None, "user_version", SCHEMA_VERSION).unwrap();
     SqliteBackend::open(&db, Keyring::single([9; 32])).unwrap();
+}
+
+/// The shared master-key suite on SQLite.
+mod sealed_suite {
+    use super::*;
+
+    struct SqliteHarness {
+        _dir: TempDir,
+        db: PathBuf,
+    }
+
+    fn harness() -> SqliteHarness {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sealed.db");
+        SqliteHarness { _dir: dir, db }
+    }
+
+    impl crate::sealed::Harness for SqliteHarness {
+        fn open(&self, keyring: Keyring) -> Result<Arc<dyn Backend>, VaultError> {
+            Ok(Arc::new(SqliteBackend::open(&self.db, keyring)?))
+        }
+        fn set_generation_column(&self, key: &str, generation: i64) {
+            let conn = Connection::open(&self.db).unwrap();
+            let n = conn.execute("UPDATE entries SET generation = ?2 WHERE key = ?1", rusqlite::params![key, generation]);
+            assert_eq!(n.unwrap(), 1);
+        }
+        fn key_check(&self, generation: i64) -> Vec<u8> {
+            let conn = Connection::open(&self.db).unwrap();
+            conn.query_row("SELECT sealed FROM key_checks WHERE generation = ?1", [generation], |r| r.get(0)).unwrap()
+        }
+        fn set_key_check(&self, generation: i64, sealed: &[u8]) {
+            let conn = Connection::open(&self.db).unwrap();
+            let n = conn.execute("UPDATE key_checks SET sealed = ?2 WHERE generation = ?1", rusqlite::params![generation, sealed]);
+            assert_eq!(n.unwrap(), 1);
+        }
+    }
+
+    crate::sealed_tests!(harness());
 }

@@ -13,11 +13,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
-use secrets_host::crypto::{Keyring, MASTER_KEY_ENV, sealed_generation};
-use secrets_host::postgres::{PostgresBackend, SCHEMA_VERSION};
+use secrets_host::backends::sealed::{Keyring, MASTER_KEY_ENV, sealed_generation};
+use secrets_host::backends::postgres::{PostgresBackend, PostgresConfig, SCHEMA_VERSION};
+use secrets_host::backends::StoreConfig;
 use secrets_host::{Access, Backend, Limits, Scope, SecretType, SetRequest, VaultError};
-use secrets_tests::conformance::unique;
-use secrets_tests::conformance_tests;
+use crate::conformance::unique;
+use crate::conformance_tests;
 
 const URL_ENV: &str = "SECRETS_TEST_POSTGRES_URL";
 
@@ -82,8 +83,16 @@ impl Drop for TestSchema {
     }
 }
 
+/// What `StoreConfig` parses a PostgreSQL URL into.
+fn pg_config(url: &str) -> PostgresConfig {
+    match StoreConfig::parse(url) {
+        Ok(StoreConfig::Postgres(config)) => config,
+        other => panic!("{url} is not a PostgreSQL store URL: {other:?}"),
+    }
+}
+
 fn connect(url: &str, keyring: Keyring) -> Arc<PostgresBackend> {
-    Arc::new(PostgresBackend::connect(url, keyring).unwrap_or_else(|e| panic!("connect: {e}")))
+    Arc::new(PostgresBackend::connect(&pg_config(url), keyring).unwrap_or_else(|e| panic!("connect: {e}")))
 }
 
 fn store_all(backend: &PostgresBackend, entries: &[(String, Vec<u8>)]) {
@@ -111,7 +120,7 @@ conformance_tests!(conformance_backend());
 /// Tells a re-executed test binary to act as one writer process:
 /// `schema|tenant|sets|label|rendezvous-dir`.
 const CHILD_ENV: &str = "SECRETS_TEST_POSTGRES_WRITER";
-const CHILD_TEST: &str = "postgres_writer_process";
+const CHILD_TEST: &str = "postgres::postgres_writer_process";
 const SETS_PER_PROCESS: u32 = 20;
 
 /// Two processes, each with its own backend, pool and sandbox, connect to a
@@ -149,7 +158,7 @@ fn two_processes_never_lose_a_version() {
         );
     }
 
-    let s = secrets_tests::service(connect(&schema.url(), test_keyring()));
+    let s = crate::common::service(connect(&schema.url(), test_keyring()));
     let scope = Scope::tenant(&tenant).unwrap();
     let versions: Vec<u32> = s.versions(&scope, "web", "K").unwrap().iter().map(|m| m.version).collect();
     assert_eq!(versions, (1..=2 * SETS_PER_PROCESS).collect::<Vec<_>>());
@@ -177,10 +186,10 @@ fn postgres_writer_process() {
     let url = with_params(&base_url(), &format!("schema={schema}"));
     let backend = connect(&url, test_keyring());
     let limits = Limits { max_versions_per_key: 1000, ..Limits::default() };
-    let s = secrets_tests::service_with(backend, limits);
+    let s = crate::common::service_with(backend, limits);
     let scope = Scope::tenant(tenant).unwrap();
     // Compile the component before the rendezvous, so both start together.
-    secrets_tests::sandbox();
+    crate::common::sandbox();
     let dir = Path::new(dir);
     std::fs::write(dir.join(format!("ready-{label}")), b"").unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -207,7 +216,7 @@ fn values_are_encrypted_at_rest() {
     let backend = connect(&schema.url(), test_keyring());
     let canary = "canary-5d1e-plaintext-must-not-be-stored";
     let scope = Scope::tenant(&unique("rest")).unwrap();
-    secrets_tests::service(backend.clone())
+    crate::common::service(backend.clone())
         .set(&scope, SetRequest::new("web", "TOKEN", SecretType::Env, canary))
         .unwrap();
     let raw_key = "t/72617721/raw";
@@ -270,12 +279,12 @@ fn wrong_master_key_is_refused_at_connect() {
     store_all(&connect(&schema.url(), right.clone()), &[("t/00/k".into(), b"v".to_vec())]);
 
     let wrong = Keyring::from_spec(&key_hex(0xb2)).unwrap();
-    match PostgresBackend::connect(&schema.url(), wrong) {
+    match PostgresBackend::connect(&pg_config(&schema.url()), wrong) {
         Err(VaultError::Corrupt(m)) => assert!(m.contains("wrong master key"), "{m}"),
         other => panic!("expected a wrong-key error, got {:?}", other.map(|b| b.describe())),
     }
     let renumbered = Keyring::from_spec(&format!("2:{}", key_hex(0xa1))).unwrap();
-    match PostgresBackend::connect(&schema.url(), renumbered) {
+    match PostgresBackend::connect(&pg_config(&schema.url()), renumbered) {
         Err(VaultError::Corrupt(m)) => assert!(m.contains("wrong master key") && m.contains("generation 1"), "{m}"),
         other => panic!("expected a missing-generation error, got {:?}", other.map(|b| b.describe())),
     }
@@ -295,7 +304,7 @@ fn key_check_generations(schema: &TestSchema) -> Vec<i32> {
 
 /// `PostgresBackend::connect` must fail with `Corrupt`; returns the message.
 fn refused(url: &str, keyring: Keyring) -> String {
-    match PostgresBackend::connect(url, keyring) {
+    match PostgresBackend::connect(&pg_config(url), keyring) {
         Err(VaultError::Corrupt(m)) => m,
         other => panic!("expected a refusal at connect, got {:?}", other.map(|b| b.describe())),
     }
@@ -363,7 +372,7 @@ fn rotate_all_moves_every_row_to_the_newest_generation() {
         (0..250).map(|i| (format!("t/00/rot/{i:03}"), format!("value-{i}").into_bytes())).collect();
     store_all(&old, &entries);
     let scope = Scope::tenant(&unique("rotate")).unwrap();
-    secrets_tests::service(old)
+    crate::common::service(old)
         .set(&scope, SetRequest::new("web", "K", SecretType::Env, "through-the-component"))
         .unwrap();
     let table = schema.table("secrets_entries");
@@ -392,7 +401,7 @@ fn rotate_all_moves_every_row_to_the_newest_generation() {
     for (k, v) in &entries {
         assert_eq!(retrieve(&only_new, k).unwrap().as_ref(), Some(v), "{k}");
     }
-    let s = secrets_tests::service(only_new);
+    let s = crate::common::service(only_new);
     assert_eq!(s.get(&scope, "web", "K").unwrap().value.expose(), b"through-the-component");
 }
 
@@ -406,7 +415,7 @@ fn newer_schema_versions_are_refused() {
     drop(connect(&schema.url(), test_keyring()));
     let newer = SCHEMA_VERSION + 1;
     admin().execute(&format!("UPDATE {} SET version = $1", schema.table("secrets_schema_version")), &[&newer]).unwrap();
-    match PostgresBackend::connect(&schema.url(), test_keyring()) {
+    match PostgresBackend::connect(&pg_config(&schema.url()), test_keyring()) {
         Err(VaultError::Rejected(m)) => {
             assert!(m.contains("newer") && m.contains(&newer.to_string()), "{m}")
         }
@@ -470,7 +479,7 @@ fn concurrent_first_connects_create_the_schema_once() {
             let (url, barrier) = (url.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                PostgresBackend::connect(&url, test_keyring())
+                PostgresBackend::connect(&pg_config(&url), test_keyring())
             })
         })
         .collect();
@@ -498,7 +507,7 @@ fn from_url_needs_a_shared_key_source() {
     let schema = TestSchema::new("keysrc");
     let env_key = std::env::var_os(MASTER_KEY_ENV).is_some();
     if !env_key {
-        match PostgresBackend::from_url(&schema.url()) {
+        match PostgresBackend::from_config(&pg_config(&schema.url())) {
             Err(VaultError::Rejected(m)) => assert!(m.contains(MASTER_KEY_ENV) && m.contains("key_file="), "{m}"),
             other => panic!("expected a refusal without a key, got {:?}", other.map(|b| b.describe())),
         }
@@ -508,9 +517,9 @@ fn from_url_needs_a_shared_key_source() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("secrets.key");
     let url = with_params(&schema.url(), &format!("key_file={}", key_file.display()));
-    let backend = PostgresBackend::from_url(&url).unwrap_or_else(|e| panic!("from_url with key_file: {e}"));
+    let backend = PostgresBackend::from_config(&pg_config(&url)).unwrap_or_else(|e| panic!("from_url with key_file: {e}"));
     store_all(&backend, &[("t/00/k".into(), b"v".to_vec())]);
-    let again = PostgresBackend::from_url(&url).unwrap();
+    let again = PostgresBackend::from_config(&pg_config(&url)).unwrap();
     assert_eq!(retrieve(&again, "t/00/k").unwrap().as_deref(), Some(&b"v"[..]));
     if !env_key {
         assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
@@ -527,7 +536,7 @@ fn connection_errors_are_unavailable_and_hide_passwords() {
         "postgres://someone:hunter2-pw@127.0.0.1:1/db?connect_timeout=5",
         "postgresql://someone@127.0.0.1:1/db?password=hunter2-pw&connect_timeout=5",
     ] {
-        match PostgresBackend::connect(url, test_keyring()) {
+        match PostgresBackend::connect(&pg_config(url), test_keyring()) {
             Err(VaultError::Unavailable(m)) => {
                 assert!(m.contains("127.0.0.1:1") && !m.contains("hunter2"), "{m}")
             }
@@ -619,4 +628,29 @@ fn writers_on_one_scope_wait_for_each_other() {
     let (waited, seen) = waiter.join().unwrap();
     assert!(waited >= Duration::from_millis(250), "the second writer did not wait: {waited:?}");
     assert_eq!(seen.as_deref(), Some(&b"1"[..]), "the second writer sees the first one's commit");
+}
+
+/// The shared master-key suite on PostgreSQL, a schema per case.
+mod sealed_suite {
+    use super::*;
+
+    impl crate::sealed::Harness for TestSchema {
+        fn open(&self, keyring: Keyring) -> Result<Arc<dyn Backend>, VaultError> {
+            Ok(Arc::new(PostgresBackend::connect(&pg_config(&self.url()), keyring)?))
+        }
+        fn set_generation_column(&self, key: &str, generation: i64) {
+            let sql = format!("UPDATE {} SET generation = $2 WHERE key = $1", self.table("secrets_entries"));
+            assert_eq!(admin().execute(&sql, &[&key, &(generation as i32)]).unwrap(), 1);
+        }
+        fn key_check(&self, generation: i64) -> Vec<u8> {
+            let sql = format!("SELECT value FROM {} WHERE generation = $1", self.table("secrets_key_checks"));
+            admin().query_one(&sql, &[&(generation as i32)]).unwrap().get(0)
+        }
+        fn set_key_check(&self, generation: i64, sealed: &[u8]) {
+            let sql = format!("UPDATE {} SET value = $2 WHERE generation = $1", self.table("secrets_key_checks"));
+            assert_eq!(admin().execute(&sql, &[&(generation as i32), &sealed]).unwrap(), 1);
+        }
+    }
+
+    crate::sealed_tests!(TestSchema::new("sealed"));
 }

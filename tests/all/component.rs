@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use secrets_host::component::ALLOWED_IMPORTS;
 use secrets_host::{Error, Limits, MemoryBackend, Scope, SecretType, SecretValue, SetRequest};
-use secrets_tests::conformance::FaultyBackend;
-use secrets_tests::{fixture, sandbox, service, service_with, tls_bundle};
+use crate::conformance::FaultyBackend;
+use crate::common::{fixture, sandbox, service, service_with, tls_bundle};
 
 fn setup() -> (secrets_host::Secrets, Scope) {
     (service(Arc::new(MemoryBackend::new())), Scope::tenant("acme").unwrap())

@@ -31,7 +31,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
-use crate::vault::VaultError;
+use crate::backends::VaultError;
 
 /// The environment variable holding the master key(s).
 pub const MASTER_KEY_ENV: &str = "SECRETS_MASTER_KEY";
@@ -140,6 +140,7 @@ impl Keyring {
         *self.keys.keys().next_back().expect("a keyring is never empty")
     }
 
+    /// The generations held, oldest first.
     pub fn generations(&self) -> Vec<u32> {
         self.keys.keys().copied().collect()
     }
@@ -219,6 +220,7 @@ fn open_key_file(path: &Path, append: bool) -> Result<fs::File, VaultError> {
 
 /// Takes a `flock` (`LOCK_SH` or `LOCK_EX`) on an open key file; it is
 /// released when the file is closed.
+#[allow(unsafe_code, reason = "flock on a descriptor the File owns")]
 fn lock_key_file(file: &fs::File, path: &Path, operation: libc::c_int) -> Result<(), VaultError> {
     loop {
         // SAFETY: flock on a descriptor this `File` owns for the call.

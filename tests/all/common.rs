@@ -1,7 +1,5 @@
 //! Shared helpers of the host tests: one compiled sandbox per test process,
-//! fixtures, and the backend conformance suite.
-
-pub mod conformance;
+//! and fixtures.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

@@ -67,16 +67,16 @@ use parking_lot::{Condvar, Mutex};
 use postgres::{Client, Config, GenericClient, NoTls, Statement};
 use sha2::{Digest, Sha256};
 
-use crate::crypto::{Keyring, MASTER_KEY_ENV, sealed_generation};
-use crate::sealed::{RawTxn, SealedTxn};
-use crate::store_url::redact_url;
-use crate::vault::{Access, Backend, Transaction, VaultError};
+use crate::backends::sealed::{
+    self, KeyCheck, KeyCheckRows, Keyring, KeyringCheck, MASTER_KEY_ENV, RawTxn, Rotation, SealedTxn,
+};
+use crate::backends::{Access, Backend, Transaction, VaultError};
 
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
-/// Rows re-sealed per transaction by [`Backend::rotate_all`].
-pub const ROTATE_BATCH: i64 = 100;
+/// Rows re-sealed (and row-locked) per transaction by rotate-all.
+pub const ROTATE_BATCH: usize = 100;
 
 /// Connections per process unless the URL says `pool_size=N`.
 pub const DEFAULT_POOL_SIZE: usize = 10;
@@ -89,8 +89,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The key-check entries: this plaintext sealed for this vault key, one
 /// entry per master key generation.
-const KEY_CHECK_KEY: &str = "secrets:postgres:key-check";
-const KEY_CHECK_PLAIN: &[u8] = b"secrets postgres key check v1";
+const KEY_CHECK: KeyCheck =
+    KeyCheck { name: "secrets:postgres:key-check", plaintext: b"secrets postgres key check v1" };
 
 /// Migration `i` moves the schema from version `i` to `i + 1`.
 /// `{entries}`, `{key_check}` and `{key_checks}` are replaced by the
@@ -125,103 +125,33 @@ pub struct PostgresBackend {
     keyring: Arc<Keyring>,
 }
 
-/// The parts of a store URL this backend consumes, and the rest.
-struct ParsedUrl {
-    /// The URL for the `postgres` crate: our parameters removed.
-    conn_url: String,
-    /// For messages: the original URL, passwords hidden.
-    redacted: String,
-    key_file: Option<std::path::PathBuf>,
-    schema: Option<String>,
-    pool_size: usize,
+/// What [`StoreConfig`](crate::backends::StoreConfig) parses a
+/// `postgres://` URL into: the connection for the `postgres` crate and the
+/// parameters this backend consumes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// The URL for the `postgres` crate: this backend's parameters removed.
+    pub conn_url: String,
+    /// The URL with passwords hidden, for messages.
+    pub redacted: String,
+    /// `key_file=`: the master key file, when `SECRETS_MASTER_KEY` is unset.
+    pub key_file: Option<std::path::PathBuf>,
+    /// `schema=`: the schema holding the tables (default: `search_path`).
+    pub schema: Option<String>,
+    /// `pool_size=`: connections per process.
+    pub pool_size: usize,
 }
 
-impl ParsedUrl {
-    fn parse(url: &str) -> Result<ParsedUrl, VaultError> {
-        let redacted = redact(url);
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(VaultError::Rejected(format!(
-                "{redacted} is not a PostgreSQL URL (postgres://... or postgresql://...)"
-            )));
-        }
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) => (base, query),
-            None => (url, ""),
-        };
-        let (mut key_file, mut schema, mut pool_size) = (None, None, DEFAULT_POOL_SIZE);
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match name {
-                "key_file" => {
-                    let path = percent_decode(value)
-                        .map_err(|m| VaultError::Rejected(format!("{redacted}: key_file: {m}")))?;
-                    if path.is_empty() {
-                        return Err(VaultError::Rejected(format!("{redacted}: key_file is empty")));
-                    }
-                    key_file = Some(std::path::PathBuf::from(path));
-                }
-                "schema" => {
-                    let name =
-                        percent_decode(value).map_err(|m| VaultError::Rejected(format!("{redacted}: schema: {m}")))?;
-                    let valid = !name.is_empty()
-                        && name.len() <= 63
-                        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-                    if !valid {
-                        return Err(VaultError::Rejected(format!(
-                            "{redacted}: schema {name:?} must be 1 to 63 lower-case letters, digits or _, not starting with a digit"
-                        )));
-                    }
-                    schema = Some(name);
-                }
-                "pool_size" => {
-                    pool_size = match value.parse::<usize>() {
-                        Ok(n) if (1..=1000).contains(&n) => n,
-                        _ => {
-                            return Err(VaultError::Rejected(format!(
-                                "{redacted}: pool_size must be a number from 1 to 1000"
-                            )));
-                        }
-                    };
-                }
-                _ => kept.push(pair),
-            }
-        }
-        let conn_url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
-        Ok(ParsedUrl { conn_url, redacted, key_file, schema, pool_size })
+/// `Debug` shows the redacted URL only.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.redacted)
+            .field("key_file", &self.key_file)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish()
     }
-}
-
-/// `redact_url` and also any `password=` query parameter.
-fn redact(url: &str) -> String {
-    let url = redact_url(url);
-    match url.split_once('?') {
-        None => url,
-        Some((base, query)) => {
-            let query: Vec<&str> =
-                query.split('&').map(|p| if p.starts_with("password=") { "password=***" } else { p }).collect();
-            format!("{base}?{}", query.join("&"))
-        }
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or("truncated %-escape")?;
-            let hex = std::str::from_utf8(hex).map_err(|_| "bad %-escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| "bad %-escape")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "not UTF-8".to_owned())
 }
 
 /// A 64-bit advisory lock key for `name`.
@@ -252,7 +182,7 @@ impl Sql {
         };
         let entries = qualify("secrets_entries");
         Sql {
-            get: format!("SELECT value FROM {entries} WHERE key = $1"),
+            get: format!("SELECT value, generation FROM {entries} WHERE key = $1"),
             put: format!(
                 "INSERT INTO {entries} (key, value, generation) VALUES ($1, $2, $3)
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, generation = EXCLUDED.generation"
@@ -302,7 +232,7 @@ struct PoolState {
 struct Pool {
     config: Config,
     sql: Sql,
-    described: String,
+    described: Arc<str>,
     max: usize,
     state: Mutex<PoolState>,
     freed: Condvar,
@@ -391,55 +321,43 @@ impl Pool {
 }
 
 impl PostgresBackend {
-    /// Opens the store a `postgres://` or `postgresql://` URL names, with the
-    /// master keyring from `SECRETS_MASTER_KEY` or else from the URL's
-    /// `key_file=PATH` (created on first use). With neither, fails: replicas
-    /// sharing the database must share the key.
-    pub fn from_url(url: &str) -> Result<Self, VaultError> {
-        let parsed = ParsedUrl::parse(url)?;
-        let keyring = match (std::env::var(MASTER_KEY_ENV), &parsed.key_file) {
+    /// Opens the store `config` names, with the master keyring from
+    /// `SECRETS_MASTER_KEY` or else from the URL's `key_file=PATH` (created
+    /// on first use). With neither, fails: replicas sharing the database
+    /// must share the key.
+    pub fn from_config(config: &PostgresConfig) -> Result<Self, VaultError> {
+        let keyring = match (std::env::var(MASTER_KEY_ENV), &config.key_file) {
             (Ok(spec), _) => Keyring::from_spec(&spec)?,
             (Err(_), Some(path)) => Keyring::load_or_create(path)?,
             (Err(_), None) => {
                 return Err(VaultError::Rejected(format!(
                     "{}: a PostgreSQL store needs the master key that every replica shares: set {MASTER_KEY_ENV} \
                      (64 hex characters, or 1:<hex>,2:<hex>) or add key_file=PATH to the store URL",
-                    parsed.redacted
+                    config.redacted
                 )));
             }
         };
-        Self::open(parsed, keyring)
+        Self::connect(config, keyring)
     }
 
-    /// The `key_file=` path a store URL names, if any: where `from_url`
-    /// reads the keyring when `SECRETS_MASTER_KEY` is not set (for tools
-    /// that add a generation to it).
-    pub fn key_file(url: &str) -> Result<Option<std::path::PathBuf>, VaultError> {
-        Ok(ParsedUrl::parse(url)?.key_file)
-    }
-
-    /// Opens the store at `url` with an explicit keyring (a `key_file`
-    /// parameter is ignored). Creates or migrates the schema, and checks the
+    /// Opens the store `config` names with an explicit keyring (its
+    /// `key_file` is ignored). Creates or migrates the schema, and checks the
     /// keyring against the store's key checks and the generations its
     /// entries are sealed under.
-    pub fn connect(url: &str, keyring: Keyring) -> Result<Self, VaultError> {
-        Self::open(ParsedUrl::parse(url)?, keyring)
-    }
-
-    fn open(parsed: ParsedUrl, keyring: Keyring) -> Result<Self, VaultError> {
-        let described = parsed.redacted;
-        let mut config: Config = parsed.conn_url.parse().map_err(|e: postgres::Error| {
+    pub fn connect(config: &PostgresConfig, keyring: Keyring) -> Result<Self, VaultError> {
+        let described = config.redacted.clone();
+        let mut pg: Config = config.conn_url.parse().map_err(|e: postgres::Error| {
             let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
             VaultError::Rejected(format!("{described}: {e}{cause}"))
         })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(CONNECT_TIMEOUT);
         }
         let pool = Arc::new(Pool {
-            config,
-            sql: Sql::new(parsed.schema),
-            described,
-            max: parsed.pool_size,
+            config: pg,
+            sql: Sql::new(config.schema.clone()),
+            described: described.into(),
+            max: config.pool_size,
             state: Mutex::new(PoolState { idle: Vec::new(), open: 0 }),
             freed: Condvar::new(),
         });
@@ -500,7 +418,10 @@ impl PostgresBackend {
                 .map_err(err)?;
         }
 
-        self.check_keyring(&mut txn)?;
+        let rows = &mut KeyCheckTable { client: &mut txn, sql, pool };
+        if sealed::check_keyring(rows, &self.keyring, KEY_CHECK, &pool.described)? == KeyringCheck::NeedsKeyCheck {
+            sealed::write_key_check(rows, &self.keyring, KEY_CHECK)?;
+        }
         txn.commit().map_err(|e| pool.error("committing the schema migration", &e))?;
         drop(client);
         Ok(())
@@ -532,92 +453,29 @@ impl PostgresBackend {
         }
     }
 
-    /// Re-seals one batch of rows under older generations; returns how many.
-    fn rotate_batch(&self) -> Result<u64, VaultError> {
-        let newest = generation_column(self.keyring.newest())?;
-        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED")?;
-        let conn = txn.conn.as_mut().expect("a started transaction has a connection");
-        let sql = &self.pool.sql;
-        // SKIP LOCKED: rows that a writer holds are left for a later batch,
-        // so rotation never waits on (or deadlocks with) a writer, and never
-        // writes back a value a writer has just replaced.
-        let select = format!(
-            "SELECT key, value FROM {} WHERE generation < $1 ORDER BY key LIMIT $2 FOR UPDATE SKIP LOCKED",
-            sql.entries
-        );
-        let rows = conn.client.query(&select, &[&newest, &ROTATE_BATCH]).map_err(|e| {
-            txn.failed = true;
-            self.pool.error("selecting entries to rotate", &e)
-        })?;
-        let update = format!("UPDATE {} SET value = $2, generation = $3 WHERE key = $1", sql.entries);
-        for row in &rows {
-            let key: String = row.get(0);
-            let sealed: Vec<u8> = row.get(1);
-            let plain = zeroize::Zeroizing::new(self.keyring.open(&key, &sealed)?);
-            let resealed = self.keyring.seal(&key, &plain)?;
-            conn.client.execute(&update, &[&key, &resealed, &newest]).map_err(|e| {
-                txn.failed = true;
-                self.pool.error("re-sealing an entry", &e)
-            })?;
-        }
-        Box::new(txn).commit()?;
-        Ok(rows.len() as u64)
-    }
+}
 
-    fn count_older(&self, newest: i32) -> Result<u64, VaultError> {
-        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY")?;
-        let conn = txn.conn.as_mut().expect("a started transaction has a connection");
-        let count: i64 = conn
+/// The key-check table and the generation column of the entries, inside a
+/// transaction, for the shared keyring check.
+struct KeyCheckTable<'a, C> {
+    client: &'a mut C,
+    sql: &'a Sql,
+    pool: &'a Pool,
+}
+
+impl<C: GenericClient> KeyCheckRows for KeyCheckTable<'_, C> {
+    fn key_checks(&mut self) -> Result<Vec<(i64, Vec<u8>)>, VaultError> {
+        let rows = self
             .client
-            .query_one(&format!("SELECT count(*) FROM {} WHERE generation < $1", self.pool.sql.entries), &[&newest])
-            .map_err(|e| self.pool.error("counting entries to rotate", &e))?
-            .get(0);
-        Ok(count as u64)
+            .query(&format!("SELECT generation, value FROM {} ORDER BY generation", self.sql.key_checks), &[])
+            .map_err(|e| self.pool.error("reading the key checks", &e))?;
+        Ok(rows.iter().map(|row| (i64::from(row.get::<_, i32>(0)), row.get(1))).collect())
     }
 
-    /// Refuses a keyring that does not match the store: a held generation
-    /// whose key check does not open, no generation in common with the
-    /// store, or entries sealed under generations the keyring lacks. Then
-    /// writes the key check of the keyring's newest generation if the store
-    /// has none. The caller holds the migrate lock inside a transaction.
-    fn check_keyring(&self, client: &mut impl GenericClient) -> Result<(), VaultError> {
-        let pool = &self.pool;
-        let (sql, store) = (&pool.sql, &pool.described);
-        let err = |what: &'static str| move |e: postgres::Error| pool.error(what, &e);
-        let held = self.keyring.generations();
-        let checks: Vec<(i32, Vec<u8>)> = client
-            .query(&format!("SELECT generation, value FROM {} ORDER BY generation", sql.key_checks), &[])
-            .map_err(err("reading the key checks"))?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        let store_gens: Vec<u32> = checks.iter().filter_map(|(g, _)| u32::try_from(*g).ok()).collect();
-
-        for (generation, sealed) in &checks {
-            let Some(generation) = u32::try_from(*generation).ok().filter(|g| held.contains(g)) else { continue };
-            // A check must be sealed under its own generation, and open.
-            let opens = sealed_generation(sealed).ok() == Some(generation)
-                && self.keyring.open(KEY_CHECK_KEY, sealed).ok().as_deref() == Some(KEY_CHECK_PLAIN);
-            if !opens {
-                return Err(VaultError::Corrupt(format!(
-                    "{store}: wrong master key: the keyring's key of generation {generation} does not open the \
-                     store's key check for generation {generation}; use the {MASTER_KEY_ENV} or key file that the \
-                     store's replicas share"
-                )));
-            }
-        }
-        if !store_gens.is_empty() && !store_gens.iter().any(|g| held.contains(g)) {
-            return Err(VaultError::Corrupt(format!(
-                "{store}: wrong master key: the store has key checks for {}, the keyring holds {}; use the \
-                 {MASTER_KEY_ENV} or key file that the store was created with",
-                generation_list(&store_gens),
-                generation_list(&held)
-            )));
-        }
-
-        // The distinct generations entries use, by index seeks (a loose
-        // index scan: PostgreSQL's DISTINCT would read the whole index).
-        let used = client
+    fn generations_in_use(&mut self) -> Result<Vec<i64>, VaultError> {
+        // A loose index scan: PostgreSQL's DISTINCT would read the whole index.
+        let rows = self
+            .client
             .query(
                 &format!(
                     "WITH RECURSIVE used (generation) AS (
@@ -628,74 +486,92 @@ impl PostgresBackend {
                          FROM used WHERE used.generation IS NOT NULL
                      )
                      SELECT generation FROM used WHERE generation IS NOT NULL",
-                    entries = sql.entries
+                    entries = self.sql.entries
                 ),
                 &[],
             )
-            .map_err(err("reading the generations entries use"))?;
-        let mut missing = Vec::new();
-        for row in &used {
-            let generation: i32 = row.get(0);
-            if u32::try_from(generation).is_ok_and(|g| held.contains(&g)) {
-                continue;
-            }
-            let count: i64 = client
-                .query_one(&format!("SELECT count(*) FROM {} WHERE generation = $1", sql.entries), &[&generation])
-                .map_err(err("counting entries by generation"))?
-                .get(0);
-            missing.push(format!(
-                "{count} {} under generation {generation}",
-                if count == 1 { "entry" } else { "entries" }
-            ));
-        }
-        if !missing.is_empty() {
-            return Err(VaultError::Corrupt(format!(
-                "{store}: the keyring lacks master key generations still in use: it holds {}, and the store has \
-                 entries sealed under others ({}); put the missing generations back in {MASTER_KEY_ENV} or the key \
-                 file, and run `secrets keyring rotate-all` (with every generation) before retiring a generation",
-                generation_list(&held),
-                missing.join(", ")
-            )));
-        }
-
-        let newest = generation_column(self.keyring.newest())?;
-        if !checks.iter().any(|(g, _)| *g == newest) {
-            // Keyring::seal seals under the newest generation, so that is the
-            // one a check is written for; older generations got theirs when
-            // they were newest.
-            let sealed = self.keyring.seal(KEY_CHECK_KEY, KEY_CHECK_PLAIN)?;
-            client
-                .execute(
-                    &format!("INSERT INTO {} (generation, value) VALUES ($1, $2)", sql.key_checks),
-                    &[&newest, &sealed],
-                )
-                .map_err(err("writing the key check"))?;
-        }
-        Ok(())
+            .map_err(|e| self.pool.error("reading the generations entries use", &e))?;
+        Ok(rows.iter().map(|row| i64::from(row.get::<_, i32>(0))).collect())
     }
 
-    /// [`Self::check_keyring`] in a transaction of its own: rotation re-seals
-    /// everything under the newest generation, so it first makes sure the
-    /// keyring still matches the store and that generation has a key check.
-    fn recheck_keyring(&self) -> Result<(), VaultError> {
-        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED")?;
-        let conn = txn.conn.as_mut().expect("a started transaction has a connection");
-        let checked = conn
+    fn count_under(&mut self, generation: i64) -> Result<u64, VaultError> {
+        let generation = i32::try_from(generation).unwrap_or(i32::MAX);
+        let count: i64 = self
             .client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&self.pool.sql.migrate_lock()])
-            .map_err(|e| self.pool.error("locking the key checks", &e))
-            .and_then(|_| self.check_keyring(&mut conn.client));
-        // On an error, dropping the transaction rolls it back.
-        checked?;
-        Box::new(txn).commit()
+            .query_one(&format!("SELECT count(*) FROM {} WHERE generation = $1", self.sql.entries), &[&generation])
+            .map_err(|e| self.pool.error("counting entries by generation", &e))?
+            .get(0);
+        Ok(count as u64)
+    }
+
+    fn add_key_check(&mut self, generation: u32, sealed: &[u8]) -> Result<(), VaultError> {
+        let generation = generation_column(generation)?;
+        self.client
+            .execute(
+                &format!("INSERT INTO {} (generation, value) VALUES ($1, $2)", self.sql.key_checks),
+                &[&generation, &sealed],
+            )
+            .map(drop)
+            .map_err(|e| self.pool.error("writing the key check", &e))
     }
 }
 
-/// "generation 1" or "generations 1, 2".
-fn generation_list(generations: &[u32]) -> String {
-    let list: Vec<String> = generations.iter().map(u32::to_string).collect();
-    let plural = if list.len() == 1 { "" } else { "s" };
-    format!("generation{plural} {}", list.join(", "))
+impl Rotation for PostgresBackend {
+    /// The open-time check again, in a transaction of its own under the
+    /// migrate lock.
+    fn check_keyring(&self) -> Result<(), VaultError> {
+        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+        let conn = txn.conn.as_mut().expect("a started transaction has a connection");
+        let (sql, pool) = (&self.pool.sql, &*self.pool);
+        conn.client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&sql.migrate_lock()])
+            .map_err(|e| pool.error("locking the key checks", &e))?;
+        let rows = &mut KeyCheckTable { client: &mut conn.client, sql, pool };
+        if sealed::check_keyring(rows, &self.keyring, KEY_CHECK, &pool.described)? == KeyringCheck::NeedsKeyCheck {
+            sealed::write_key_check(rows, &self.keyring, KEY_CHECK)?;
+        }
+        // On an error, dropping the transaction rolls it back.
+        Box::new(txn).commit()
+    }
+
+    fn count_older(&self, newest: u32) -> Result<u64, VaultError> {
+        let newest = generation_column(newest)?;
+        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY")?;
+        let entries = &self.pool.sql.entries;
+        let row = txn.run("counting entries to rotate", |c| {
+            c.client.query_one(&format!("SELECT count(*) FROM {entries} WHERE generation < $1"), &[&newest])
+        })?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn rotate_batch(
+        &self,
+        newest: u32,
+        limit: usize,
+        reseal: &dyn Fn(&str, &[u8]) -> Result<Vec<u8>, VaultError>,
+    ) -> Result<u64, VaultError> {
+        let newest = generation_column(newest)?;
+        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+        let sql = &self.pool.sql;
+        // SKIP LOCKED: rows that a writer holds are left for a later batch,
+        // so rotation never waits on (or deadlocks with) a writer, and never
+        // writes back a value a writer has just replaced.
+        let select = format!(
+            "SELECT key, value FROM {} WHERE generation < $1 ORDER BY key LIMIT $2 FOR UPDATE SKIP LOCKED",
+            sql.entries
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = txn.run("selecting entries to rotate", |c| c.client.query(&select, &[&newest, &limit]))?;
+        let update = format!("UPDATE {} SET value = $2, generation = $3 WHERE key = $1", sql.entries);
+        for row in &rows {
+            let key: String = row.get(0);
+            let sealed: Vec<u8> = row.get(1);
+            let resealed = reseal(&key, &sealed).map_err(|e| sealed::name_store(e, &self.pool.described))?;
+            txn.run("re-sealing an entry", |c| c.client.execute(&update, &[&key, &resealed, &newest]))?;
+        }
+        Box::new(txn).commit()?;
+        Ok(rows.len() as u64)
+    }
 }
 
 fn generation_column(generation: u32) -> Result<i32, VaultError> {
@@ -715,42 +591,15 @@ impl Backend for PostgresBackend {
                 format!("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({key})")
             }
         };
-        Ok(Box::new(SealedTxn::new(self.start(&begin)?, self.keyring.clone())))
+        Ok(Box::new(SealedTxn::new(self.start(&begin)?, self.keyring.clone(), self.pool.described.clone())))
     }
 
     fn describe(&self) -> String {
-        self.pool.described.clone()
+        self.pool.described.to_string()
     }
 
     fn rotate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, VaultError> {
-        self.recheck_keyring()?;
-        let newest = generation_column(self.keyring.newest())?;
-        let total = self.count_older(newest)?;
-        let mut done = 0u64;
-        progress(done, total);
-        let mut waits = 0u32;
-        loop {
-            let n = self.rotate_batch()?;
-            if n > 0 {
-                done += n;
-                waits = 0;
-                progress(done, total.max(done));
-                continue;
-            }
-            // Nothing unlocked is left: finished, unless writers hold rows.
-            if self.count_older(newest)? == 0 {
-                break;
-            }
-            waits += 1;
-            if waits > 600 {
-                return Err(VaultError::Unavailable(format!(
-                    "{}: entries under older key generations stayed locked by writers for a minute; run rotation again",
-                    self.pool.described
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(done)
+        sealed::rotate_all(self, &self.keyring, &self.pool.described, ROTATE_BATCH, progress)
     }
 }
 
@@ -781,9 +630,9 @@ impl PgTxn {
 }
 
 impl RawTxn for PgTxn {
-    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, i64)>, VaultError> {
         let row = self.run("reading an entry", |c| c.client.query_opt(&c.get, &[&key]))?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| (r.get(0), i64::from(r.get::<_, i32>(1)))))
     }
 
     fn put(&mut self, key: &str, sealed: &[u8], generation: u32) -> Result<(), VaultError> {
@@ -843,28 +692,6 @@ mod tests {
     fn backend_and_transactions_can_cross_threads() {
         assert_send_sync::<PostgresBackend>();
         assert_send_static::<PgTxn>();
-    }
-
-    #[test]
-    fn our_parameters_are_stripped_and_passwords_redacted() {
-        let p = ParsedUrl::parse(
-            "postgres://u:hunter2@db:5432/x?key_file=%2Fetc%2Fsecrets.key&sslmode=disable&schema=app_1&pool_size=3&password=pw2",
-        )
-        .unwrap();
-        assert_eq!(p.conn_url, "postgres://u:hunter2@db:5432/x?sslmode=disable&password=pw2");
-        assert_eq!(p.key_file.as_deref(), Some(std::path::Path::new("/etc/secrets.key")));
-        assert_eq!(
-            PostgresBackend::key_file("postgres://h/db?key_file=k.key").unwrap().as_deref(),
-            Some(std::path::Path::new("k.key"))
-        );
-        assert_eq!((p.schema.as_deref(), p.pool_size), (Some("app_1"), 3));
-        assert!(!p.redacted.contains("hunter2") && !p.redacted.contains("pw2"), "{}", p.redacted);
-        let p = ParsedUrl::parse("postgresql://h/db?schema=s").unwrap();
-        assert_eq!(p.conn_url, "postgresql://h/db");
-        for bad in ["postgres://h/db?schema=Bad", "postgres://h/db?schema=a;drop", "postgres://h/db?pool_size=0"] {
-            assert!(matches!(ParsedUrl::parse(bad), Err(VaultError::Rejected(_))), "{bad}");
-        }
-        assert!(ParsedUrl::parse("mysql://h/db").is_err());
     }
 
     #[test]

@@ -248,7 +248,10 @@ fn run_forwards_sigterm_to_the_child_and_cleans_up() {
     }
     assert!(mount.join("f").exists());
     // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    #[allow(unsafe_code, reason = "kill(2) of our own child")]
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM)
+    };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(5), "the child's own exit code");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "term\n");
@@ -301,9 +304,19 @@ fn keyring_add_then_rotate_all_keeps_everything_readable() {
 fn a_warm_start_loads_the_cached_component() {
     use std::os::unix::fs::MetadataExt;
     let env = Env::new();
-    env.ok(&["set", "web", "K", "--type", "env"], b"v");
+    // A cache of its own: other tests' processes, started before the shared
+    // cache existed, may still rename their freshly compiled file into it.
+    let cache = env.dir.path().join("cache");
+    let run = |args: &[&str]| env.cmd(args).env("XDG_CACHE_HOME", &cache).stdin(Stdio::null()).output().unwrap();
+    let o = env.cmd(&["set", "web", "K", "--type", "env"]).env("XDG_CACHE_HOME", &cache).stdin(Stdio::piped()).spawn().unwrap();
+    let o = {
+        let mut o = o;
+        o.stdin.take().unwrap().write_all(b"v").unwrap();
+        o.wait_with_output().unwrap()
+    };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let snapshot = || {
-        let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(cache_home().join("secrets"))
+        let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(cache.join("secrets"))
             .unwrap()
             .map(|e| e.unwrap())
             .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
@@ -314,7 +327,7 @@ fn a_warm_start_loads_the_cached_component() {
     };
     let before = snapshot();
     assert_eq!(before.len(), 1, "one compiled component is cached: {before:?}");
-    let o = env.run(&["get", "web", "K"], b"");
+    let o = run(&["get", "web", "K"]);
     assert!(o.status.success() && o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
     // A miss would compile again and rename a new file into place.
     assert_eq!(snapshot(), before, "the cached file was loaded, not rewritten");
@@ -352,4 +365,30 @@ fn an_existing_mount_dir_must_be_private_and_is_left_as_it_was() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(mount.exists(), "a directory we did not create stays");
     assert_eq!(std::fs::read_dir(&mount).unwrap().count(), 0, "but everything we made in it is gone");
+}
+
+/// An unreachable store is its own exit code (5: try again later), with
+/// one line naming the store, never its password.
+#[test]
+fn an_unavailable_store_exits_5() {
+    let env = Env::new();
+    let port = {
+        // A port nothing listens on: bound, then released.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let store = format!("postgres://app:hunter2@127.0.0.1:{port}/db?connect_timeout=5");
+    let o = env
+        .cmd(&["--store", &store, "list", "web"])
+        .env("SECRETS_MASTER_KEY", "11".repeat(32))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: vault: storage unavailable:") && err.contains("127.0.0.1"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    // A store that answers but refuses (a bad URL) is not "try again".
+    env.fails(&["--store", "postgres://h/db?pool_size=0", "list", "web"], b"", 1);
 }

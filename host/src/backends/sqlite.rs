@@ -47,9 +47,10 @@ use std::time::Duration;
 use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use crate::crypto::{Keyring, MASTER_KEY_ENV, sealed_generation};
-use crate::sealed::{RawTxn, SealedTxn};
-use crate::vault::{Access, Backend, Transaction, Vault, VaultError};
+use crate::backends::sealed::{
+    self, KeyCheck, KeyCheckRows, Keyring, KeyringCheck, MASTER_KEY_ENV, RawTxn, Rotation, SealedTxn,
+};
+use crate::backends::{Access, Backend, Transaction, VaultError};
 
 /// How long a writer waits for another process's write transaction.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,16 +60,15 @@ const WRITER_WAIT: Duration = Duration::from_secs(30);
 /// Idle connections kept for reuse; more are opened under load and closed
 /// after their transaction.
 const MAX_IDLE: usize = 8;
-/// Entries re-sealed per write transaction by `rotate_all`, so that other
-/// writers get the lock between batches.
+/// Entries re-sealed per write transaction by `rotate_all`: SQLite has one
+/// write lock, so other writers wait for each batch.
 const ROTATE_BATCH: usize = 200;
 /// `PRAGMA application_id` of a secrets store ("SCRT"): tells our files
 /// from other applications' SQLite databases.
 const APPLICATION_ID: i32 = 0x5343_5254;
-/// The vault key the key-check entries are sealed for; no vault key of the
-/// host starts with a NUL, and key checks live in their own table anyway.
-const KEY_CHECK_NAME: &str = "\0secrets-sqlite-key-check";
-const KEY_CHECK_PLAINTEXT: &[u8] = b"secrets sqlite key check";
+/// The key-check entries: sealed for a vault key no key of the host can
+/// be (it starts with a NUL), and kept in their own table anyway.
+const KEY_CHECK: KeyCheck = KeyCheck { name: "\0secrets-sqlite-key-check", plaintext: b"secrets sqlite key check" };
 
 /// Schema migrations; `MIGRATIONS[n]` takes `user_version` n to n + 1.
 /// Append only: never edit a released migration.
@@ -89,6 +89,25 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Where a SQLite store lives: what [`StoreConfig`](crate::backends::StoreConfig)
+/// parses `sqlite:PATH` into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteConfig {
+    /// The database file (relative paths are taken from the working
+    /// directory when the store is opened).
+    pub path: PathBuf,
+}
+
+impl SqliteConfig {
+    /// The key file the store uses when `SECRETS_MASTER_KEY` is unset:
+    /// `<db file>.key` beside the database.
+    pub fn key_file(&self) -> PathBuf {
+        let mut name = OsString::from(self.path.as_os_str());
+        name.push(".key");
+        PathBuf::from(name)
+    }
+}
+
 /// A SQLite file store. `Send + Sync`; share it with an `Arc`.
 pub struct SqliteBackend {
     shared: Arc<Shared>,
@@ -98,7 +117,7 @@ pub struct SqliteBackend {
 struct Shared {
     path: PathBuf,
     /// `sqlite:<path>`, for messages.
-    store: String,
+    store: Arc<str>,
     keyring: Arc<Keyring>,
     /// Idle connections: a transaction owns its connection and hands it
     /// back here when it ends, so boxed transactions are `'static`.
@@ -113,14 +132,13 @@ const _: () = {
 };
 
 impl SqliteBackend {
-    /// Opens `sqlite:PATH` (also `sqlite://PATH`; a relative PATH is taken
-    /// from the working directory). The master keyring comes from
+    /// Opens the store `config` names. The master keyring comes from
     /// `SECRETS_MASTER_KEY`, else from the key file `<PATH>.key` next to the
     /// database, created with mode 0600 for a new store.
-    pub fn from_url(url: &str) -> Result<Self, VaultError> {
-        let path = path_from_url(url)?;
-        create_parent(&path)?;
-        let key_file = key_file_path(&path);
+    pub fn from_config(config: &SqliteConfig) -> Result<Self, VaultError> {
+        let path = &config.path;
+        create_parent(path)?;
+        let key_file = config.key_file();
         // A fresh key would make an existing store unreadable and leave a
         // misleading key file behind: name the real problem instead.
         if std::env::var(MASTER_KEY_ENV).is_err()
@@ -134,13 +152,7 @@ impl SqliteBackend {
             )));
         }
         let keyring = Keyring::from_env_or_file(&key_file)?;
-        Self::open(&path, keyring)
-    }
-
-    /// The key file a `sqlite:` URL's store uses when `SECRETS_MASTER_KEY`
-    /// is unset: `<db file>.key` beside the database.
-    pub fn key_file(url: &str) -> Result<PathBuf, VaultError> {
-        Ok(key_file_path(&path_from_url(url)?))
+        Self::open(path, keyring)
     }
 
     /// Opens (creating if needed) the store at `path` with `keyring`:
@@ -149,7 +161,7 @@ impl SqliteBackend {
         let path = std::path::absolute(path)
             .map_err(|e| VaultError::Rejected(format!("sqlite path {}: {e}", path.display())))?;
         create_parent(&path)?;
-        let store = format!("sqlite:{}", path.display());
+        let store: Arc<str> = format!("sqlite:{}", path.display()).into();
         // Create the file private before SQLite does; SQLite gives the -wal
         // and -shm files the mode of the database file.
         match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
@@ -207,38 +219,45 @@ impl Backend for SqliteBackend {
         // SQLite has one write lock per file, so writers serialise on the
         // whole store: coarser than the lock scope, which is allowed.
         let raw = self.begin_raw(access)?;
-        Ok(Box::new(SqliteTxn { inner: SealedTxn::new(raw, self.shared.keyring.clone()), shared: self.shared.clone() }))
+        Ok(Box::new(SealedTxn::new(raw, self.shared.keyring.clone(), self.shared.store.clone())))
     }
 
     fn describe(&self) -> String {
-        self.shared.store.clone()
+        self.shared.store.to_string()
     }
 
     fn rotate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, VaultError> {
-        let newest = self.shared.keyring.newest();
-        let mut total = self.begin_raw(Access::Read)?.count_older(newest)?;
-        progress(0, total);
-        let mut done = 0u64;
-        loop {
-            // Each batch is its own write transaction: a failure keeps the
-            // batches before it, and other writers run in between.
-            let raw = self.begin_raw(Access::Write)?;
-            let keys = raw.older_keys(newest, ROTATE_BATCH)?;
-            if keys.is_empty() {
-                break;
-            }
-            let mut txn =
-                SqliteTxn { inner: SealedTxn::new(raw, self.shared.keyring.clone()), shared: self.shared.clone() };
-            for key in &keys {
-                txn.rotate(key)?;
-            }
-            Box::new(txn).commit()?;
-            done += keys.len() as u64;
-            // Writers with an older keyring may add entries meanwhile.
-            total = total.max(done);
-            progress(done, total);
+        sealed::rotate_all(self, &self.shared.keyring, &self.shared.store, ROTATE_BATCH, progress)
+    }
+}
+
+impl Rotation for SqliteBackend {
+    fn check_keyring(&self) -> Result<(), VaultError> {
+        let conn = self.shared.take()?;
+        let checked = initialise(&conn, &self.shared.keyring, &self.shared.store);
+        self.shared.give_back(conn);
+        checked
+    }
+
+    fn count_older(&self, newest: u32) -> Result<u64, VaultError> {
+        self.begin_raw(Access::Read)?.count_older(newest)
+    }
+
+    fn rotate_batch(
+        &self,
+        newest: u32,
+        limit: usize,
+        reseal: &dyn Fn(&str, &[u8]) -> Result<Vec<u8>, VaultError>,
+    ) -> Result<u64, VaultError> {
+        // BEGIN IMMEDIATE holds the store's write lock: no row is skipped.
+        let mut raw = self.begin_raw(Access::Write)?;
+        let rows = raw.older_entries(newest, limit)?;
+        for (key, sealed) in &rows {
+            let resealed = reseal(key, sealed).map_err(|e| sealed::name_store(e, &self.shared.store))?;
+            raw.put(key, &resealed, newest)?;
         }
-        Ok(done)
+        Box::new(raw).commit()?;
+        Ok(rows.len() as u64)
     }
 }
 
@@ -342,77 +361,64 @@ fn prepare(conn: &Connection, keyring: &Keyring, store: &str, write: bool) -> Re
         conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(err("set the application id"))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err("set the schema version"))?;
     }
-    check_keyring(conn, keyring, store)?;
-    let newest = keyring.newest();
-    let has_newest: bool = conn
-        .query_row("SELECT EXISTS (SELECT 1 FROM key_checks WHERE generation = ?1)", [newest], |r| r.get(0))
-        .map_err(err("read the key checks"))?;
-    if !has_newest {
-        if !write {
-            return Ok(false);
+    match sealed::check_keyring(&mut KeyCheckTable { conn, store }, keyring, KEY_CHECK, store)? {
+        KeyringCheck::Matches => Ok(true),
+        KeyringCheck::NeedsKeyCheck if !write => Ok(false),
+        KeyringCheck::NeedsKeyCheck => {
+            sealed::write_key_check(&mut KeyCheckTable { conn, store }, keyring, KEY_CHECK)?;
+            Ok(true)
         }
-        // Keyring::seal only seals under the newest generation, so that is
-        // the one a check is written for; older generations got theirs when
-        // they were newest (or are verified by their entries).
-        let sealed = keyring.seal(KEY_CHECK_NAME, KEY_CHECK_PLAINTEXT)?;
-        conn.execute("INSERT INTO key_checks (generation, sealed) VALUES (?1, ?2)", rusqlite::params![newest, sealed])
-            .map_err(err("write the key check"))?;
     }
-    Ok(true)
 }
 
-/// Refuses a keyring that does not match the store: a generation whose
-/// key-check entry fails to open, no generation in common with the store,
-/// or entries sealed under generations the keyring lacks.
-fn check_keyring(conn: &Connection, keyring: &Keyring, store: &str) -> Result<(), VaultError> {
-    let err = |what: &'static str| move |e| db_error(store, what, e);
-    let checks: Vec<(u32, Vec<u8>)> = conn
-        .prepare("SELECT generation, sealed FROM key_checks ORDER BY generation")
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-        .map_err(err("read the key checks"))?;
-    let held = keyring.generations();
-    for (generation, sealed) in checks.iter().filter(|(g, _)| held.contains(g)) {
-        if keyring.open(KEY_CHECK_NAME, sealed).ok().as_deref() != Some(KEY_CHECK_PLAINTEXT) {
-            return Err(VaultError::Corrupt(format!(
-                "the master key does not match this store: generation {generation} fails the key check of {store} \
-                 (wrong {MASTER_KEY_ENV} or key file?)"
-            )));
+/// The `key_checks` table and the generation column of `entries`, for the
+/// shared keyring check.
+struct KeyCheckTable<'a> {
+    conn: &'a Connection,
+    store: &'a str,
+}
+
+impl KeyCheckRows for KeyCheckTable<'_> {
+    fn key_checks(&mut self) -> Result<Vec<(i64, Vec<u8>)>, VaultError> {
+        self.conn
+            .prepare("SELECT generation, sealed FROM key_checks ORDER BY generation")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| db_error(self.store, "read the key checks", e))
+    }
+
+    fn generations_in_use(&mut self) -> Result<Vec<i64>, VaultError> {
+        // Distinct generations by index seeks (a loose index scan).
+        let mut used = Vec::new();
+        let mut after = i64::MIN;
+        while let Some(generation) = self
+            .conn
+            .query_row(
+                "SELECT generation FROM entries WHERE generation > ?1 ORDER BY generation LIMIT 1",
+                [after],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(|e| db_error(self.store, "read the entry generations", e))?
+        {
+            used.push(generation);
+            after = generation;
         }
+        Ok(used)
     }
-    let store_gens: Vec<u32> = checks.iter().map(|(g, _)| *g).collect();
-    if !store_gens.is_empty() && !store_gens.iter().any(|g| held.contains(g)) {
-        return Err(VaultError::Corrupt(format!(
-            "the master key does not match this store: {store} has keys of generation(s) {store_gens:?}, \
-             the keyring holds generation(s) {held:?}"
-        )));
+
+    fn count_under(&mut self, generation: i64) -> Result<u64, VaultError> {
+        self.conn
+            .query_row("SELECT count(*) FROM entries WHERE generation = ?1", [generation], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| db_error(self.store, "count entries by generation", e))
     }
-    // Distinct generations in use, by index seeks (a loose index scan).
-    let mut missing = Vec::new();
-    let mut after = i64::MIN;
-    while let Some(generation) = conn
-        .query_row("SELECT generation FROM entries WHERE generation > ?1 ORDER BY generation LIMIT 1", [after], |r| {
-            r.get::<_, i64>(0)
-        })
-        .optional()
-        .map_err(err("read the entry generations"))?
-    {
-        if !u32::try_from(generation).is_ok_and(|g| held.contains(&g)) {
-            let count: i64 = conn
-                .query_row("SELECT count(*) FROM entries WHERE generation = ?1", [generation], |r| r.get(0))
-                .map_err(err("count entries by generation"))?;
-            missing.push(format!("{count} under generation {generation}"));
-        }
-        after = generation;
+
+    fn add_key_check(&mut self, generation: u32, sealed: &[u8]) -> Result<(), VaultError> {
+        self.conn
+            .execute("INSERT INTO key_checks (generation, sealed) VALUES (?1, ?2)", rusqlite::params![generation, sealed])
+            .map(drop)
+            .map_err(|e| db_error(self.store, "write the key check", e))
     }
-    if !missing.is_empty() {
-        return Err(VaultError::Corrupt(format!(
-            "the master key does not match this store: {store} has entries sealed under generations the keyring \
-             (generations {held:?}) does not hold ({}); restore them to the key file, and run rotate-all before \
-             retiring a generation",
-            missing.join(", ")
-        )));
-    }
-    Ok(())
 }
 
 /// Rows of one transaction on a connection it owns (so the boxed
@@ -452,35 +458,22 @@ impl RawConn {
             .map_err(self.err("count entries to rotate".into()))
     }
 
-    fn older_keys(&self, newest: u32, limit: usize) -> Result<Vec<String>, VaultError> {
+    fn older_entries(&self, newest: u32, limit: usize) -> Result<Vec<(String, Vec<u8>)>, VaultError> {
         self.conn()
-            .prepare("SELECT key FROM entries WHERE generation < ?1 LIMIT ?2")
-            .and_then(|mut s| s.query_map(rusqlite::params![newest, limit as i64], |r| r.get(0))?.collect())
+            .prepare("SELECT key, value FROM entries WHERE generation < ?1 LIMIT ?2")
+            .and_then(|mut s| {
+                s.query_map(rusqlite::params![newest, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            })
             .map_err(self.err("list entries to rotate".into()))
     }
 }
 
 impl RawTxn for RawConn {
-    fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        let row: Option<(Vec<u8>, i64)> = self
-            .conn()
+    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, i64)>, VaultError> {
+        self.conn()
             .prepare_cached("SELECT value, generation FROM entries WHERE key = ?1")
             .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-            .map_err(self.err(format!("read entry {key}")))?;
-        let Some((sealed, generation)) = row else { return Ok(None) };
-        // The column steers rotate-all and the open-time check; one that
-        // disagrees with the authenticated header would hide an entry from
-        // rotation, so it is corruption too.
-        let sealed_gen = sealed_generation(&sealed).map_err(|_| {
-            VaultError::Corrupt(format!("entry {key} is not in the sealed format ({})", self.shared.store))
-        })?;
-        if i64::from(sealed_gen) != generation {
-            return Err(VaultError::Corrupt(format!(
-                "entry {key} is sealed under generation {sealed_gen} but its row says {generation} ({})",
-                self.shared.store
-            )));
-        }
-        Ok(Some(sealed))
+            .map_err(self.err(format!("read entry {key}")))
     }
 
     fn put(&mut self, key: &str, sealed: &[u8], generation: u32) -> Result<(), VaultError> {
@@ -524,60 +517,6 @@ impl Drop for RawConn {
     }
 }
 
-/// The transaction handed to the host: [`SealedTxn`] over [`RawConn`],
-/// with the store named in every error.
-struct SqliteTxn {
-    inner: SealedTxn<RawConn>,
-    shared: Arc<Shared>,
-}
-
-impl SqliteTxn {
-    fn named<T>(&self, r: Result<T, VaultError>) -> Result<T, VaultError> {
-        r.map_err(|e| name_store(e, &self.shared.store))
-    }
-}
-
-impl Vault for SqliteTxn {
-    fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError> {
-        let r = self.inner.store(key, value);
-        self.named(r)
-    }
-
-    fn retrieve(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        let r = self.inner.retrieve(key);
-        self.named(r)
-    }
-
-    fn delete(&mut self, key: &str) -> Result<(), VaultError> {
-        let r = self.inner.delete(key);
-        self.named(r)
-    }
-
-    fn rotate(&mut self, key: &str) -> Result<(), VaultError> {
-        let r = self.inner.rotate(key);
-        self.named(r)
-    }
-}
-
-impl Transaction for SqliteTxn {
-    fn commit(self: Box<Self>) -> Result<(), VaultError> {
-        let SqliteTxn { inner, shared } = *self;
-        Box::new(inner).commit().map_err(|e| name_store(e, &shared.store))
-    }
-}
-
-/// Adds the store to a message that does not name it yet (the keyring's
-/// errors know the entry, not the file).
-fn name_store(e: VaultError, store: &str) -> VaultError {
-    let add = |m: String| if m.contains(store) { m } else { format!("{m} ({store})") };
-    match e {
-        VaultError::Unavailable(m) => VaultError::Unavailable(add(m)),
-        VaultError::Corrupt(m) => VaultError::Corrupt(add(m)),
-        VaultError::Rejected(m) => VaultError::Rejected(add(m)),
-        VaultError::Other(m) => VaultError::Other(add(m)),
-    }
-}
-
 /// A SQLite error as a [`VaultError`] naming the store and the operation.
 /// SQLite's messages name tables and columns, never bound values.
 fn db_error(store: &str, what: &str, e: rusqlite::Error) -> VaultError {
@@ -600,27 +539,6 @@ fn db_error(store: &str, what: &str, e: rusqlite::Error) -> VaultError {
         }
         _ => VaultError::Other(format!("{store}: {what}: {e}")),
     }
-}
-
-/// The database path of a `sqlite:` URL; `sqlite:` alone is the default
-/// path. `sqlite://x` is read as `x`, so `sqlite:///var/x.db` is absolute.
-fn path_from_url(url: &str) -> Result<PathBuf, VaultError> {
-    let rest = url
-        .strip_prefix("sqlite:")
-        .ok_or_else(|| VaultError::Rejected(format!("{url:?} is not a sqlite: store URL")))?;
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    match rest {
-        "" => Ok(crate::store_url::default_sqlite_path()),
-        ":memory:" => Err(VaultError::Rejected("sqlite::memory: is not supported; use the memory: store".into())),
-        path => Ok(PathBuf::from(path)),
-    }
-}
-
-/// `<db file name>.key`, beside the database.
-fn key_file_path(db: &Path) -> PathBuf {
-    let mut name = OsString::from(db.as_os_str());
-    name.push(".key");
-    PathBuf::from(name)
 }
 
 /// Creates missing parent directories, private (0700) since they hold the
@@ -647,22 +565,12 @@ mod tests {
     }
 
     #[test]
-    fn urls_name_paths_and_key_files() {
-        assert_eq!(path_from_url("sqlite:/var/lib/s.db").unwrap(), PathBuf::from("/var/lib/s.db"));
-        assert_eq!(path_from_url("sqlite:///var/lib/s.db").unwrap(), PathBuf::from("/var/lib/s.db"));
-        assert_eq!(path_from_url("sqlite:rel/s.db").unwrap(), PathBuf::from("rel/s.db"));
-        assert!(path_from_url("sqlite:").unwrap().ends_with("secrets/secrets.db"));
-        assert!(matches!(path_from_url("sqlite::memory:"), Err(VaultError::Rejected(m)) if m.contains("memory:")));
-        assert!(path_from_url("postgres://x").is_err());
-        assert_eq!(key_file_path(Path::new("/d/secrets.db")), PathBuf::from("/d/secrets.db.key"));
-    }
-
-    #[test]
     fn transactions_commit_roll_back_and_reads_cannot_write() {
         let (db, dir) = temp_db("txn");
         let backend = SqliteBackend::open(&db, Keyring::single([3; 32])).unwrap();
         assert!(db.parent().unwrap().is_dir(), "parent directories are created");
         assert_eq!(backend.describe(), format!("sqlite:{}", db.display()));
+        assert_eq!(SqliteConfig { path: db.clone() }.key_file(), db.with_file_name("store.db.key"));
         let mut t = backend.begin(Access::Write, "s").unwrap();
         t.store("t/61/k", b"v").unwrap();
         t.commit().unwrap();

@@ -1,14 +1,42 @@
-//! The storage provider contract: the four vault operations inside a
-//! transaction, and a backend that opens transactions.
+//! The storage providers: the contract every backend implements, and the
+//! backends themselves, one module each.
 //!
 //! A backend is small on purpose (an afternoon's work, in the manner of
 //! Spin's variable providers): implement [`Backend::begin`] and the four
 //! [`Vault`] operations, make [`Transaction::commit`] atomic and dropping
 //! a transaction a rollback, then run the shared conformance suite
-//! (`tests/conformance.rs`) against it.
+//! (`tests/all/conformance.rs`) against it.
 //!
 //! The host makes every exported call of the component one transaction: all
 //! of its vault writes land together on commit, or none does.
+//!
+//! Configuration flows one way: [`StoreConfig`] parses a store URL once
+//! into a typed configuration and opens the backend it names; no backend
+//! parses a URL or reads a configuration of another.
+//!
+//! | module | URL | cargo feature |
+//! |---|---|---|
+//! | [`memory`] | `memory:` | (always built) |
+//! | `sqlite` | `sqlite:PATH` (the default store) | `sqlite` |
+//! | `postgres` | `postgres://...` | `postgres` |
+//! | `openbao` | `openbao+http(s)://HOST:PORT/MOUNT` | `openbao` |
+//!
+//! The SQL backends share [`sealed`]: encryption at rest, the master
+//! keyring, and the key checks that refuse a wrong keyring.
+
+pub mod memory;
+#[cfg(feature = "openbao")]
+pub mod openbao;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sealed;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod store_config;
+
+pub use memory::MemoryBackend;
+pub use store_config::StoreConfig;
 
 use std::fmt;
 
@@ -29,12 +57,45 @@ pub enum VaultError {
     Other(String),
 }
 
+impl VaultError {
+    /// A short, stable name of the kind, for scripts and logs:
+    /// `unavailable` (try again later), `corrupt` (raise the alarm),
+    /// `rejected` (the request or the configuration is wrong), `other`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VaultError::Unavailable(_) => "unavailable",
+            VaultError::Corrupt(_) => "corrupt",
+            VaultError::Rejected(_) => "rejected",
+            VaultError::Other(_) => "other",
+        }
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            VaultError::Unavailable(m) | VaultError::Corrupt(m) | VaultError::Rejected(m) | VaultError::Other(m) => m,
+        }
+    }
+
+    /// The same kind with its message rewritten (e.g. to add context).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            VaultError::Unavailable(m) => VaultError::Unavailable(f(m)),
+            VaultError::Corrupt(m) => VaultError::Corrupt(f(m)),
+            VaultError::Rejected(m) => VaultError::Rejected(f(m)),
+            VaultError::Other(m) => VaultError::Other(f(m)),
+        }
+    }
+}
+
 /// Whether a transaction will write. Read transactions may run concurrently
 /// with each other and with one writer; write transactions on the same lock
 /// scope run one at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// Reads only: a consistent snapshot, no lock.
     Read,
+    /// Reads and writes, serialised with other writers of the lock scope.
     Write,
 }
 
@@ -55,6 +116,7 @@ pub trait Vault: Send {
 /// A unit of work on a backend: commit applies every write at once; drop
 /// without commit discards them.
 pub trait Transaction: Vault {
+    /// Applies every write of the transaction at once.
     fn commit(self: Box<Self>) -> Result<(), VaultError>;
 }
 

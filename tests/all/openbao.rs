@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use secrets_host::openbao::{OpenBaoBackend, OpenBaoConfig};
+use secrets_host::backends::openbao::{OpenBaoBackend, OpenBaoConfig};
+use secrets_host::backends::StoreConfig;
 use secrets_host::{Access, Backend, Limits, Scope, SecretType, SetRequest, VaultError};
-use secrets_tests::conformance::unique;
-use secrets_tests::{conformance_tests, service, service_with};
+use crate::conformance::unique;
+use crate::common::{service, service_with};
+use crate::conformance_tests;
 use serde_json::Value;
 
 fn env() -> (String, String) {
@@ -32,11 +34,25 @@ fn env() -> (String, String) {
 /// The test server's configuration with the test token and a fresh prefix.
 fn config() -> OpenBaoConfig {
     let (url, token) = env();
-    OpenBaoConfig::from_url(&url)
+    bao_config(&url)
         .expect("SECRETS_TEST_OPENBAO_URL parses")
         .with_token(token)
         .with_prefix(&format!("secrets-tests/{}", unique("run")))
         .unwrap()
+}
+
+/// What `StoreConfig` parses an OpenBao store URL into.
+fn bao_config(url: &str) -> Result<OpenBaoConfig, VaultError> {
+    match StoreConfig::parse(url)? {
+        StoreConfig::OpenBao(config) => Ok(config),
+        other => panic!("{url} is not an OpenBao store URL: {other:?}"),
+    }
+}
+
+/// Connects as the store URL `url` says (token from the environment or a
+/// file).
+fn from_url(url: &str) -> Result<OpenBaoBackend, VaultError> {
+    OpenBaoBackend::connect(bao_config(url)?)
 }
 
 fn connect(config: OpenBaoConfig) -> OpenBaoBackend {
@@ -182,14 +198,14 @@ fn bad_token_missing_mount_and_dead_server_are_refused_at_connect() {
     assert!(matches!(err, VaultError::Unavailable(ref m) if !m.contains(&token)), "{err:?}");
 
     // From a URL: a token variable that is not set is named.
-    let err = OpenBaoBackend::from_url(&format!("{url}?token_env=SECRETS_TEST_OPENBAO_SURELY_UNSET")).unwrap_err();
+    let err = from_url(&format!("{url}?token_env=SECRETS_TEST_OPENBAO_SURELY_UNSET")).unwrap_err();
     assert!(matches!(err, VaultError::Rejected(ref m) if m.contains("SECRETS_TEST_OPENBAO_SURELY_UNSET")), "{err:?}");
 
     // From a URL with token_file=: connects; describe() shows no token.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
-    let b = OpenBaoBackend::from_url(&format!("{url}?token_file={}&prefix=secrets-tests/url", file.display())).unwrap();
+    let b = from_url(&format!("{url}?token_file={}&prefix=secrets-tests/url", file.display())).unwrap();
     assert_eq!(b.describe(), url);
     assert!(!format!("{:?} {:?}", b, b.config()).contains(&token));
 }
@@ -425,7 +441,7 @@ fn https_with_a_private_ca() {
         panic!("SECRETS_TEST_OPENBAO_TLS_URL is not set: run `bash .ci/run`, or `source .ci/openbao.sh && start_openbao` first")
     });
     let config =
-        OpenBaoConfig::from_url(&url).unwrap().with_token(token.clone()).with_prefix("secrets-tests/tls").unwrap();
+        bao_config(&url).unwrap().with_token(token.clone()).with_prefix("secrets-tests/tls").unwrap();
     assert!(config.address().starts_with("https://127.0.0.1:"), "{config:?}");
     let backend = connect(config.clone());
     assert!(backend.describe().starts_with("openbao+https://127.0.0.1:"), "{}", backend.describe());

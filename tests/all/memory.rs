@@ -3,6 +3,5 @@
 use std::sync::Arc;
 
 use secrets_host::MemoryBackend;
-use secrets_tests::conformance_tests;
 
-conformance_tests!(Arc::new(MemoryBackend::new()));
+crate::conformance_tests!(Arc::new(MemoryBackend::new()));

@@ -120,7 +120,7 @@ pub fn binary_and_empty_values(backend: Arc<dyn Backend>) {
 /// A 64 KiB value (the largest accepted) through the component, and one
 /// byte more rejected with nothing stored.
 pub fn values_at_the_limit(backend: Arc<dyn Backend>) {
-    let s = crate::service(backend);
+    let s = crate::common::service(backend);
     let scope = Scope::tenant(&unique("limit")).unwrap();
     let at: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
     s.set(&scope, SetRequest::new("web", "big.bin", SecretType::File, at.clone())).unwrap();
@@ -198,12 +198,13 @@ impl Transaction for FaultyTxn {
 /// leaves the committed state exactly as it was.
 pub fn failed_call_rolls_back(backend: Arc<dyn Backend>) {
     let scope = Scope::tenant(&unique("rollback")).unwrap();
-    let good = crate::service(backend.clone());
+    let good = crate::common::service(backend.clone());
     good.set(&scope, SetRequest::new("web", "A", SecretType::Env, "old")).unwrap();
     for n in 0..3 {
-        let failing = crate::service(FaultyBackend::failing(backend.clone(), n));
+        let failing = crate::common::service(FaultyBackend::failing(backend.clone(), n));
         let err = failing.set(&scope, SetRequest::new("web", "A", SecretType::Env, "new")).unwrap_err();
-        assert!(matches!(err, Error::Vault(ref m) if m.contains("injected failure")), "{err:?}");
+        // The backend's kind and message reach the caller through the component.
+        assert!(matches!(err, Error::Vault(VaultError::Unavailable(ref m)) if m.contains("injected failure")), "{err:?}");
         let err = failing.set(&scope, SetRequest::new("web", "B", SecretType::Env, "new")).unwrap_err();
         assert!(matches!(err, Error::Vault(_)), "{err:?}");
         let got = good.get(&scope, "web", "A").unwrap();
@@ -220,7 +221,7 @@ pub fn concurrent_writers_never_lose_a_version(backend: Arc<dyn Backend>) {
     const THREADS: u32 = 8;
     const SETS: u32 = 12;
     let limits = Limits { max_versions_per_key: 1000, ..Limits::default() };
-    let s = crate::service_with(backend, limits);
+    let s = crate::common::service_with(backend, limits);
     let scope = Scope::tenant(&unique("race")).unwrap();
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -245,7 +246,7 @@ pub fn concurrent_writers_never_lose_a_version(backend: Arc<dyn Backend>) {
 /// Two tenants with the same instance and key never see each other, and
 /// the tenant's entries live under its own prefix in the backend.
 pub fn tenant_prefixing(backend: Arc<dyn Backend>) {
-    let s = crate::service(backend.clone());
+    let s = crate::common::service(backend.clone());
     let (a_name, b_name) = (unique("a"), unique("b"));
     let (a, b) = (Scope::tenant(&a_name).unwrap(), Scope::tenant(&b_name).unwrap());
     s.set(&a, SetRequest::new("web", "TOKEN", SecretType::Env, "a-secret")).unwrap();
@@ -260,7 +261,7 @@ pub fn tenant_prefixing(backend: Arc<dyn Backend>) {
 
 /// Rotation never changes what a read returns.
 pub fn rotate_keeps_plaintext(backend: Arc<dyn Backend>) {
-    let s = crate::service(backend);
+    let s = crate::common::service(backend);
     let scope = Scope::tenant(&unique("rotate")).unwrap();
     s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v1")).unwrap();
     s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v2")).unwrap();
@@ -275,7 +276,7 @@ pub fn rotate_keeps_plaintext(backend: Arc<dyn Backend>) {
 pub fn errors_do_not_leak_values(backend: Arc<dyn Backend>) {
     let scope = Scope::tenant(&unique("leak")).unwrap();
     let canary = "canary-7f3a9c-do-not-print";
-    let s = crate::service(backend.clone());
+    let s = crate::common::service(backend.clone());
     let bad_values: Vec<(SecretType, String)> = vec![
         (SecretType::Env, format!("{canary}\0nul")),
         (SecretType::Registry, format!("{{\"auths\":{{\"r\":{{\"auth\":\"{canary}\"}}}}}}")),
@@ -288,7 +289,7 @@ pub fn errors_do_not_leak_values(backend: Arc<dyn Backend>) {
         assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
         assert!(!format!("{err} {err:?}").contains(canary), "{kind}: {err}");
     }
-    let failing = crate::service(FaultyBackend::failing(backend, 0));
+    let failing = crate::common::service(FaultyBackend::failing(backend, 0));
     let err = failing.set(&scope, SetRequest::new("web", "K", SecretType::Env, canary)).unwrap_err();
     assert!(matches!(err, Error::Vault(_)), "{err:?}");
     assert!(!format!("{err} {err:?}").contains(canary));

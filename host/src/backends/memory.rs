@@ -20,7 +20,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
 use zeroize::Zeroizing;
 
-use crate::vault::{Access, Backend, Transaction, Vault, VaultError};
+use crate::backends::{Access, Backend, Transaction, Vault, VaultError};
 
 type Entries = BTreeMap<String, Zeroizing<Vec<u8>>>;
 
@@ -33,6 +33,7 @@ pub struct MemoryBackend {
 }
 
 impl MemoryBackend {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
@@ -42,6 +43,7 @@ impl MemoryBackend {
         self.committed.lock().len()
     }
 
+    /// Whether nothing is committed (for tests).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

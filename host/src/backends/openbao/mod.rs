@@ -1,0 +1,414 @@
+//! The OpenBao / HashiCorp Vault backend: entries live in a KV version 2
+//! secrets engine, reached over its HTTP API.
+//!
+//! # Store URL
+//!
+//! `openbao+http://HOST:PORT/MOUNT?token_env=BAO_TOKEN&prefix=cp-secrets`
+//! (also `openbao+https://`, `vault+http://`, `vault+https://`).
+//!
+//! | part | meaning |
+//! |---|---|
+//! | scheme | `+http` or `+https` (rustls, Mozilla's roots, or `ca_file=`) |
+//! | `MOUNT` | the path of a KV **v2** mount, one or more segments (`secret`, `teams/a/kv`) |
+//! | `token_env=NAME` | the token is in environment variable `NAME` |
+//! | `token_file=PATH` | the token is the content of file `PATH` (trimmed) |
+//! | (neither) | the token is in `BAO_TOKEN`, else `VAULT_TOKEN` |
+//! | `prefix=PATH` | where this store's entries live inside the mount (default `cp-secrets`) |
+//! | `namespace=NS` | sent as `X-Vault-Namespace` |
+//! | `ca_file=PATH` | PEM roots to trust instead of Mozilla's (https only) |
+//! | `lock_ttl=SECS`, `lock_timeout=SECS`, `timeout=SECS` | see *Transactions*; per-request timeout |
+//!
+//! A token inside the URL is refused. Connecting checks the token
+//! (`auth/token/lookup-self`) and that the mount exists and is KV v2
+//! (`sys/internal/ui/mounts/<mount>`), and fails with
+//! [`VaultError::Rejected`] (bad token, policy, mount) or
+//! [`VaultError::Unavailable`] (server not reachable, sealed). The token
+//! never appears in a message, in [`Backend::describe`] or in `Debug`.
+//!
+//! The token's policy needs `create, read, update, delete, list` on
+//! `MOUNT/data/PREFIX/*` and `MOUNT/metadata/PREFIX/*`, and the default
+//! policy's `auth/token/lookup-self`.
+//!
+//! # Layout in KV
+//!
+//! - A vault key (`t/<hex>/i/<hex>/k/<hex>/v/3`) becomes the KV path
+//!   `PREFIX/e/<key>`: each `/`-separated segment made only of ASCII
+//!   letters, digits and `-` is kept as it is; any other segment (empty,
+//!   `.`, `..`, other characters) becomes `_` followed by its bytes in hex.
+//!   Kept segments never start with `_`, so distinct keys always map to
+//!   distinct paths, and every path is valid. The keys the secrets logic
+//!   builds are hex and ASCII words, so in practice they appear verbatim.
+//! - The value is stored as KV data `{"v": "<base64>"}`.
+//! - Lock entries live apart, at `PREFIX/lock/<lock scope, encoded the same way>`.
+//! - Each entry's metadata is set to `max_versions = 1` when the entry is
+//!   created or rotated, so KV keeps no older ciphertext of it. Deleting an
+//!   entry deletes its metadata, which removes every version.
+//!
+//! # Transactions: weaker than SQL
+//!
+//! OpenBao has no multi-key transactions, so:
+//!
+//! - A **write** transaction first takes a lock for its lock scope: a mutex
+//!   in this process, then a lock entry in KV created with check-and-set
+//!   `cas = 0` (it succeeds only if the entry is absent), holding a random
+//!   owner id and an expiry time (`lock_ttl`, default 30 s). A lock past its
+//!   expiry is taken over with `cas = <its version>`, so exactly one waiter
+//!   wins. A writer that cannot get the lock within `lock_timeout` (default
+//!   60 s) fails with [`VaultError::Unavailable`] and writes nothing.
+//!   Serialisation between processes relies entirely on that lock entry:
+//!   anything that writes under the prefix without it (a person with the
+//!   `bao` CLI, another program) is not serialised.
+//! - Stores, deletes and rotations are **buffered** in memory; reads inside
+//!   the transaction see the buffer first, then KV. Dropping the transaction
+//!   discards the buffer and releases the lock: nothing was written.
+//! - **Commit** first renews the lock with check-and-set on its version,
+//!   which fails (writing nothing) if another writer took it over after it
+//!   expired; then it applies the writes one by one, **in the order they
+//!   were issued**, then releases the lock (deletes the lock entry's
+//!   metadata, after checking that it is still ours).
+//! - Commit is therefore **not atomic**: a crash, a network failure or an
+//!   error half-way through leaves the writes before it applied and those
+//!   after it not. The secrets logic issues its writes so that no prefix of
+//!   them leaves a record pointing at a missing value (value, then key
+//!   record, then index; deletes of pruned versions last): every version a
+//!   reader finds is readable, but after a half-applied set `get` may
+//!   already show the new version while `list`/`inject` still show the old
+//!   one, until the next write to that key.
+//! - Read transactions take no lock, refuse writes ([`VaultError::Rejected`])
+//!   and may see a commit in progress (again, the write order keeps what
+//!   they read consistent).
+//! - A lock whose holder crashed blocks its scope until it expires. Expiry
+//!   compares wall clocks of different hosts: keep `lock_ttl` well above
+//!   their skew and above the longest call. A holder slower than `lock_ttl`
+//!   can lose its lock; its commit then fails cleanly, but a commit that
+//!   itself outlasts `lock_ttl` is not protected.
+//!
+//! # Rotation
+//!
+//! OpenBao encrypts everything it stores with its barrier keyring; this
+//! backend adds no encryption of its own (values are stored as the secrets
+//! logic hands them, base64-encoded, and OpenBao encrypts them at rest).
+//! [`Vault::rotate`] rewrites the entry: a new KV version with the same
+//! plaintext, which OpenBao encrypts under the barrier's **current** key
+//! term; with `max_versions = 1` KV deletes the older version (copies in
+//! the storage layer's own history, such as raft snapshots or backups, are
+//! out of this backend's reach).
+//! So the operator's procedure to retire old key material is: rotate the
+//! barrier key (`bao operator rotate`, i.e. `sys/rotate`, which needs
+//! `sudo` and affects the whole OpenBao, so this backend never calls it),
+//! then rotate entries, per key or all at once with
+//! [`Backend::rotate_all`], which lists every entry under the prefix and
+//! rewrites each with check-and-set on its current version (an entry
+//! changed or deleted meanwhile is left alone: it was written under the
+//! current term anyway, or is gone). OpenBao itself keeps old key terms in
+//! its keyring to read old data; that is out of this backend's reach.
+//!
+//! # Other limits
+//!
+//! - Values cross the network base64-encoded in JSON; this module zeroizes
+//!   its own buffers, but not those inside the HTTP and TLS libraries.
+//! - Each operation is one or more HTTP requests: much slower than SQL. A
+//!   write call costs about ten (lock, reads, renew, writes, release).
+//! - Plain stores are written without check-and-set, so a mount configured
+//!   with `cas_required = true` refuses them: use a mount without it.
+//! - A writer that keeps re-taking a lock in a loop can delay another
+//!   process's writer (no queue, only polling with backoff) up to
+//!   `lock_timeout`.
+//! - Some OpenBao storage backends (the `file` one) cannot hold a path
+//!   segment longer than 255 bytes; the hex of a tenant name longer than 127
+//!   bytes would be one. Integrated storage (raft) and memory have no limit.
+
+mod client;
+pub(crate) mod config;
+mod lock;
+mod txn;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use parking_lot::Mutex;
+use zeroize::{Zeroize, Zeroizing};
+
+pub use config::OpenBaoConfig;
+
+use client::{Client, Envelope, MountInfo, ValueData};
+use lock::HeldLock;
+use txn::OpenBaoTxn;
+
+use crate::backends::{Access, Backend, Transaction, VaultError};
+
+/// Where entries live inside the mount unless the URL says `prefix=`.
+pub const DEFAULT_PREFIX: &str = "cp-secrets";
+/// How long a lock entry is valid before others may take it over.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long a writer waits for a lock.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// The timeout of one HTTP request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The environment variables tried, in order, when the URL names no token.
+pub const DEFAULT_TOKEN_ENVS: [&str; 2] = ["BAO_TOKEN", "VAULT_TOKEN"];
+
+/// Largest response body read (a 64 KiB value is ~88 KB of base64).
+const MAX_BODY: u64 = 16 << 20;
+const BACKOFF_MIN: Duration = Duration::from_millis(2);
+const BACKOFF_MAX: Duration = Duration::from_millis(50);
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn plain_segment(seg: &str) -> bool {
+    !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A vault key (or lock scope) as a relative KV path: plain segments kept,
+/// any other segment as `_<hex>`. Injective, and always a valid path.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 8);
+    for (i, seg) in key.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if plain_segment(seg) {
+            out.push_str(seg);
+        } else {
+            out.push('_');
+            out.push_str(&hex::encode(seg));
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_key`].
+#[cfg(test)]
+fn decode_key(path: &str) -> Option<String> {
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match seg.strip_prefix('_') {
+            Some(h) => out.push_str(std::str::from_utf8(&hex::decode(h).ok()?).ok()?),
+            None if plain_segment(seg) => out.push_str(seg),
+            None => return None,
+        }
+    }
+    Some(out)
+}
+
+struct Inner {
+    client: Client,
+    config: OpenBaoConfig,
+    /// Process-local writer mutexes, one per lock scope in use.
+    local_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// The OpenBao / Vault KV v2 backend; clones share the connection pool and
+/// the process-local locks.
+#[derive(Clone)]
+pub struct OpenBaoBackend {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for OpenBaoBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpenBaoBackend({})", self.describe())
+    }
+}
+
+impl OpenBaoBackend {
+    /// Connects with `config`: resolves the token, then checks it
+    /// (`lookup-self`) and that the mount is a KV v2 mount.
+    pub fn connect(config: OpenBaoConfig) -> Result<Self, VaultError> {
+        let token = config.resolve_token()?;
+        let client = Client::new(&config, token)?;
+        let inner = Inner { client, config, local_locks: Mutex::new(HashMap::new()) };
+        inner.check()?;
+        Ok(OpenBaoBackend { inner: Arc::new(inner) })
+    }
+
+    /// The configuration it was connected with.
+    pub fn config(&self) -> &OpenBaoConfig {
+        &self.inner.config
+    }
+
+    /// The KV path (relative to the mount, as in `MOUNT/data/<path>`) where
+    /// the entry of `key` lives.
+    pub fn entry_path(&self, key: &str) -> String {
+        self.inner.entry_path(key)
+    }
+
+    /// The KV path of the lock entry of `lock_scope`.
+    pub fn lock_path(&self, lock_scope: &str) -> String {
+        self.inner.lock_path(lock_scope)
+    }
+}
+
+impl Inner {
+    fn entry_path(&self, key: &str) -> String {
+        format!("{}/e/{}", self.config.prefix, encode_key(key))
+    }
+
+    fn lock_path(&self, scope: &str) -> String {
+        format!("{}/lock/{}", self.config.prefix, encode_key(scope))
+    }
+
+    fn describe(&self) -> String {
+        format!("{}://{}/{}", self.config.scheme, self.config.authority, self.config.mount)
+    }
+
+    fn check(&self) -> Result<(), VaultError> {
+        let c = &self.client;
+        let reply = c.send("GET", "auth/token/lookup-self", None)?;
+        match reply.status {
+            200 => {}
+            403 => {
+                return Err(VaultError::Rejected(format!(
+                    "OpenBao at {} refused the token: it is invalid, expired or revoked (or its policies do not allow auth/token/lookup-self)",
+                    c.address
+                )));
+            }
+            _ => return Err(c.status_error(&reply, "the token check (auth/token/lookup-self)")),
+        }
+        let mount = &self.config.mount;
+        let reply = c.send("GET", &format!("sys/internal/ui/mounts/{mount}"), None)?;
+        match reply.status {
+            200 => {}
+            403 | 404 | 400 => {
+                return Err(VaultError::Rejected(format!(
+                    "OpenBao at {} has no mount {mount:?} that this token may use: create a KV v2 mount there (`bao secrets enable -path={mount} kv-v2`) or grant the token's policy access to it",
+                    c.address
+                )));
+            }
+            _ => return Err(c.status_error(&reply, &format!("the mount check of {mount:?}"))),
+        }
+        let info =
+            serde_json::from_slice::<Envelope<MountInfo>>(&reply.body).ok().and_then(|e| e.data).ok_or_else(|| {
+                VaultError::Other(format!("OpenBao at {} answered the mount check with unexpected JSON", c.address))
+            })?;
+        let found = info.path.trim_end_matches('/');
+        if found != mount {
+            let rest = mount.strip_prefix(found).unwrap_or("").trim_start_matches('/');
+            return Err(VaultError::Rejected(format!(
+                "{mount:?} is not a mount but a path inside the mount {found:?}: use .../{found}?prefix={rest}"
+            )));
+        }
+        let version = info.options.as_ref().and_then(|o| o.get("version")).map(String::as_str).unwrap_or("1");
+        if !(info.kind == "kv" || info.kind == "generic") || version != "2" {
+            return Err(VaultError::Rejected(format!(
+                "the mount {mount:?} is a {} (version {version}) mount; this backend needs a KV version 2 mount",
+                info.kind
+            )));
+        }
+        Ok(())
+    }
+
+    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        let path = self.entry_path(key);
+        match self.client.kv_read::<ValueData>(&path)? {
+            None => Ok(None),
+            Some((mut data, _)) => {
+                let value = BASE64.decode(data.v.as_bytes());
+                data.v.zeroize();
+                value.map(Some).map_err(|_| VaultError::Corrupt(format!("the value at {path} is not base64")))
+            }
+        }
+    }
+
+    fn store(&self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        let path = self.entry_path(key);
+        let data = ValueData { v: BASE64.encode(value) };
+        let written = self.client.kv_write(&path, &data, None);
+        let _ = Zeroizing::new(data.v);
+        if written? == Some(1) {
+            // A new entry: keep no older versions of it from now on.
+            self.client.kv_keep_one_version(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites an entry with the same plaintext: a new version encrypted
+    /// under OpenBao's current barrier key term; the older version is
+    /// removed (`max_versions = 1`). `false` if the entry does not exist.
+    fn rewrite(&self, path: &str) -> Result<bool, VaultError> {
+        let Some((data, version)) = self.client.kv_read::<ValueData>(path)? else { return Ok(false) };
+        let data = Zeroizing::new(data.v);
+        self.client.kv_keep_one_version(path)?;
+        let value = ValueData { v: data.to_string() };
+        let written = self.client.kv_write(path, &value, Some(version));
+        let _ = Zeroizing::new(value.v);
+        // A failed check-and-set means someone wrote or deleted the entry
+        // meanwhile: it is under the current term already, or gone.
+        Ok(written?.is_some())
+    }
+
+    fn local_lock(&self, scope: &str) -> Arc<Mutex<()>> {
+        self.local_locks.lock().entry(scope.to_owned()).or_default().clone()
+    }
+
+    fn forget_local_lock(&self, scope: &str) {
+        let mut locks = self.local_locks.lock();
+        if locks.get(scope).is_some_and(|m| Arc::strong_count(m) == 1) {
+            locks.remove(scope);
+        }
+    }
+}
+
+impl Backend for OpenBaoBackend {
+    fn begin(&self, access: Access, lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
+        let lock = match access {
+            Access::Write => Some(HeldLock::acquire(&self.inner, lock_scope)?),
+            Access::Read => None,
+        };
+        Ok(Box::new(OpenBaoTxn { inner: self.inner.clone(), ops: Vec::new(), lock }))
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    /// Rewrites every entry under the prefix so it is encrypted under
+    /// OpenBao's current barrier key term (run `bao operator rotate` first).
+    fn rotate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, VaultError> {
+        let mut paths = Vec::new();
+        self.inner.client.kv_list_all(&format!("{}/e/", self.inner.config.prefix), &mut paths)?;
+        let total = paths.len() as u64;
+        let mut rotated = 0;
+        progress(0, total);
+        for (i, path) in paths.iter().enumerate() {
+            if self.inner.rewrite(path)? {
+                rotated += 1;
+            }
+            progress(i as u64 + 1, total);
+        }
+        Ok(rotated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_encoding_is_injective_valid_and_reversible() {
+        assert_eq!(encode_key("t/6162/i/77/k/4b/v/3"), "t/6162/i/77/k/4b/v/3");
+        let keys = [
+            "a", "a/b", "a//b", "/a", "a/", "", ".", "..", "a/../b", "_61", "a b", "ü", "a%2fb", "a/_", "-", "A-b",
+            "a\u{0}b", "x/y/z",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for k in keys {
+            let p = encode_key(k);
+            assert!(seen.insert(p.clone()), "collision for {k:?}: {p}");
+            assert_eq!(decode_key(&p).as_deref(), Some(k), "{p}");
+            for seg in p.split('/') {
+                assert!(!seg.is_empty() && seg != "." && seg != "..", "{k:?} -> {p}");
+                assert!(seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{k:?} -> {p}");
+            }
+        }
+    }
+}

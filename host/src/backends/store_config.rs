@@ -1,0 +1,481 @@
+//! Store URLs: one string selects and configures a backend, parsed once.
+//!
+//! | URL | backend |
+//! |---|---|
+//! | `memory:` | in-process memory, gone when the process exits |
+//! | `sqlite:PATH` | embedded SQLite file, encrypted at rest (the default) |
+//! | `postgres://...`, `postgresql://...` | PostgreSQL, shared by many host replicas, encrypted at rest |
+//! | `openbao+http://HOST:PORT/MOUNT?...`, `openbao+https://...` (also `vault+http(s)://`) | OpenBao / HashiCorp Vault KV v2 |
+//!
+//! The default is `sqlite:` at `$XDG_DATA_HOME/secrets/secrets.db`, or
+//! `~/.local/share/secrets/secrets.db` when `XDG_DATA_HOME` is unset.
+//!
+//! [`StoreConfig::parse`] is the only place a store URL is read: it yields a
+//! typed configuration per backend, which [`StoreConfig::open`] hands to
+//! that backend, and which answers what a front end needs to know (the key
+//! file, the variables holding credentials). Query values are
+//! percent-decoded (RFC 3986: `%2F` is `/`, and `+` stays `+`). A `sqlite:`
+//! path is taken literally (no decoding, no query).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use percent_encoding::percent_decode_str;
+
+use crate::backends::{Backend, MemoryBackend, VaultError};
+
+#[cfg(feature = "openbao")]
+use crate::backends::openbao::{
+    OpenBaoBackend, OpenBaoConfig,
+    config::{clean_path, parse_seconds},
+};
+#[cfg(feature = "postgres")]
+use crate::backends::postgres::{DEFAULT_POOL_SIZE, PostgresBackend, PostgresConfig};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use crate::backends::sealed::MASTER_KEY_ENV;
+#[cfg(feature = "sqlite")]
+use crate::backends::sqlite::{SqliteBackend, SqliteConfig};
+
+/// The environment variable that sets the store URL.
+pub const STORE_ENV: &str = "SECRETS_STORE";
+
+/// Environment variables that may hold a store credential whatever the
+/// store: the master key, the store URL itself (it may carry a password),
+/// and the usual OpenBao / Vault token variables.
+const CREDENTIAL_VARS: [&str; 4] = ["SECRETS_MASTER_KEY", STORE_ENV, "BAO_TOKEN", "VAULT_TOKEN"];
+
+/// A parsed store URL: which backend, configured how.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// `memory:`.
+    Memory,
+    /// `sqlite:PATH`.
+    #[cfg(feature = "sqlite")]
+    Sqlite(SqliteConfig),
+    /// `postgres://...`.
+    #[cfg(feature = "postgres")]
+    Postgres(PostgresConfig),
+    /// `openbao+http(s)://...`, `vault+http(s)://...`.
+    #[cfg(feature = "openbao")]
+    OpenBao(OpenBaoConfig),
+}
+
+/// The default SQLite database path (XDG data directory).
+pub fn default_sqlite_path() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("secrets").join("secrets.db")
+}
+
+/// The default store URL.
+pub fn default_url() -> String {
+    format!("sqlite:{}", default_sqlite_path().display())
+}
+
+fn rejected(msg: impl Into<String>) -> VaultError {
+    VaultError::Rejected(msg.into())
+}
+
+/// A backend this build was compiled without.
+#[allow(dead_code, reason = "used only when a backend's feature is off")]
+fn not_built(feature: &str) -> VaultError {
+    rejected(format!("this build of secrets has no {feature} backend (cargo feature `{feature}`)"))
+}
+
+impl StoreConfig {
+    /// Parses a store URL. Reads no environment variable and no file.
+    pub fn parse(url: &str) -> Result<StoreConfig, VaultError> {
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
+        match scheme {
+            "memory" if url == "memory:" => Ok(StoreConfig::Memory),
+            "sqlite" => {
+                #[cfg(feature = "sqlite")]
+                return sqlite(url).map(StoreConfig::Sqlite);
+                #[cfg(not(feature = "sqlite"))]
+                return Err(not_built("sqlite"));
+            }
+            "postgres" | "postgresql" => {
+                #[cfg(feature = "postgres")]
+                return postgres(url).map(StoreConfig::Postgres);
+                #[cfg(not(feature = "postgres"))]
+                return Err(not_built("postgres"));
+            }
+            "openbao+http" | "openbao+https" | "vault+http" | "vault+https" => {
+                #[cfg(feature = "openbao")]
+                return openbao(url).map(StoreConfig::OpenBao);
+                #[cfg(not(feature = "openbao"))]
+                return Err(not_built("openbao"));
+            }
+            _ => Err(rejected(format!(
+                "unknown store URL {:?}: use memory:, sqlite:PATH, postgres://..., or openbao+http(s)://HOST:PORT/MOUNT",
+                redact_url(url)
+            ))),
+        }
+    }
+
+    /// Opens the backend. SQLite and PostgreSQL read the master keyring from
+    /// `SECRETS_MASTER_KEY` or their key file; OpenBao reads its token.
+    pub fn open(&self) -> Result<Arc<dyn Backend>, VaultError> {
+        Ok(match self {
+            StoreConfig::Memory => Arc::new(MemoryBackend::new()),
+            #[cfg(feature = "sqlite")]
+            StoreConfig::Sqlite(c) => Arc::new(SqliteBackend::from_config(c)?),
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres(c) => Arc::new(PostgresBackend::from_config(c)?),
+            #[cfg(feature = "openbao")]
+            StoreConfig::OpenBao(c) => Arc::new(OpenBaoBackend::connect(c.clone())?),
+        })
+    }
+
+    /// The master key file the store reads when `SECRETS_MASTER_KEY` is
+    /// unset (where `keyring add` appends a generation); `None` for stores
+    /// without one.
+    pub fn key_file(&self) -> Option<PathBuf> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            StoreConfig::Sqlite(c) => Some(c.key_file()),
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres(c) => c.key_file.clone(),
+            _ => None,
+        }
+    }
+
+    /// Whether the store's values are sealed with a master keyring of ours
+    /// (`SECRETS_MASTER_KEY` or a key file).
+    pub fn has_master_key(&self) -> bool {
+        match self {
+            #[cfg(feature = "sqlite")]
+            StoreConfig::Sqlite(_) => true,
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The environment variables that hold this store's credentials: what a
+    /// workload started by `secrets run` must not inherit.
+    pub fn credential_vars(&self) -> Vec<String> {
+        let mut vars: Vec<String> = CREDENTIAL_VARS.map(String::from).into();
+        #[cfg(feature = "openbao")]
+        if let StoreConfig::OpenBao(c) = self
+            && let Some(name) = c.token_env()
+        {
+            vars.push(name.to_owned());
+        }
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        debug_assert_eq!(CREDENTIAL_VARS[0], MASTER_KEY_ENV);
+        vars
+    }
+}
+
+/// A URL with any password replaced, for messages: the userinfo password
+/// and a `password=` query parameter.
+pub fn redact_url(url: &str) -> String {
+    let hidden = match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    };
+    match hidden.split_once('?') {
+        None => hidden,
+        Some((base, query)) => {
+            let query: Vec<&str> =
+                query.split('&').map(|p| if p.starts_with("password=") { "password=***" } else { p }).collect();
+            format!("{base}?{}", query.join("&"))
+        }
+    }
+}
+
+/// One `name=value` pair of a query: the name, the value percent-decoded,
+/// and the pair as written (for passing it on untouched).
+#[cfg_attr(not(any(feature = "postgres", feature = "openbao")), allow(dead_code))]
+struct Param<'a> {
+    name: &'a str,
+    value: String,
+    raw: &'a str,
+}
+
+/// Splits `url` at its `?` into the part before and the query's pairs.
+#[cfg_attr(not(any(feature = "postgres", feature = "openbao")), allow(dead_code))]
+fn split_query(url: &str) -> Result<(&str, Vec<Param<'_>>), VaultError> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params = Vec::new();
+    for raw in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = raw.split_once('=').unwrap_or((raw, ""));
+        let value = percent_decode_str(value).decode_utf8().map_err(|_| {
+            rejected(format!("store URL parameter {name}= is not UTF-8 after %-decoding"))
+        })?;
+        params.push(Param { name, value: value.into_owned(), raw });
+    }
+    Ok((base, params))
+}
+
+/// `sqlite:PATH` (also `sqlite://PATH`, so `sqlite:///var/x.db` is
+/// absolute); `sqlite:` alone is the default path.
+#[cfg(feature = "sqlite")]
+fn sqlite(url: &str) -> Result<SqliteConfig, VaultError> {
+    let rest = url.strip_prefix("sqlite:").expect("dispatched on the scheme");
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    match rest {
+        "" => Ok(SqliteConfig { path: default_sqlite_path() }),
+        ":memory:" => Err(rejected("sqlite::memory: is not supported; use the memory: store")),
+        path => Ok(SqliteConfig { path: PathBuf::from(path) }),
+    }
+}
+
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB?PARAMS`: `key_file=`,
+/// `schema=` and `pool_size=` are ours; every other parameter goes to the
+/// `postgres` crate as written.
+#[cfg(feature = "postgres")]
+fn postgres(url: &str) -> Result<PostgresConfig, VaultError> {
+    let redacted = redact_url(url);
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(rejected(format!("{redacted} is not a PostgreSQL URL (postgres://... or postgresql://...)")));
+    }
+    let (base, params) = split_query(url)?;
+    let mut config = PostgresConfig {
+        conn_url: String::new(),
+        redacted: redacted.clone(),
+        key_file: None,
+        schema: None,
+        pool_size: DEFAULT_POOL_SIZE,
+    };
+    let mut kept = Vec::new();
+    for p in params {
+        match p.name {
+            "key_file" if p.value.is_empty() => return Err(rejected(format!("{redacted}: key_file is empty"))),
+            "key_file" => config.key_file = Some(PathBuf::from(p.value)),
+            "schema" => {
+                let name = p.value;
+                let valid = !name.is_empty()
+                    && name.len() <= 63
+                    && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !valid {
+                    return Err(rejected(format!(
+                        "{redacted}: schema {name:?} must be 1 to 63 lower-case letters, digits or _, not starting with a digit"
+                    )));
+                }
+                config.schema = Some(name);
+            }
+            "pool_size" => {
+                config.pool_size = match p.value.parse::<usize>() {
+                    Ok(n) if (1..=1000).contains(&n) => n,
+                    _ => return Err(rejected(format!("{redacted}: pool_size must be a number from 1 to 1000"))),
+                }
+            }
+            _ => kept.push(p.raw),
+        }
+    }
+    config.conn_url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    Ok(config)
+}
+
+/// `openbao+http(s)://HOST:PORT/MOUNT?params` (or `vault+...`); the
+/// parameters are documented in the backend's module.
+#[cfg(feature = "openbao")]
+fn openbao(url: &str) -> Result<OpenBaoConfig, VaultError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| rejected("an OpenBao store URL looks like openbao+http://HOST:PORT/MOUNT?token_env=BAO_TOKEN"))?;
+    let transport = match scheme {
+        "openbao+http" | "vault+http" => "http",
+        "openbao+https" | "vault+https" => "https",
+        _ => return Err(rejected(format!("unknown OpenBao URL scheme {scheme:?}: use openbao+http or openbao+https"))),
+    };
+    if rest.contains('#') {
+        return Err(rejected("the OpenBao store URL must not have a #fragment"));
+    }
+    let (location, params) = split_query(rest)?;
+    let (authority, mount) = location.split_once('/').unwrap_or((location, ""));
+    if authority.contains('@') {
+        return Err(rejected("credentials in the OpenBao store URL are not accepted: use token_env=NAME or token_file=PATH"));
+    }
+    // The authority must be a host with an optional port, as a URL has it.
+    let host_ok = !authority.is_empty()
+        && url::Url::parse(&format!("http://{authority}/")).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+    if !host_ok {
+        return Err(rejected("the OpenBao store URL needs a host (and port): openbao+http://HOST:PORT/MOUNT"));
+    }
+    if mount.trim_matches('/').is_empty() {
+        return Err(rejected(
+            "the OpenBao store URL needs the path of a KV v2 mount: openbao+http://HOST:PORT/MOUNT (the dev server's is `secret`)",
+        ));
+    }
+    let mut config = OpenBaoConfig::build(scheme, transport, authority, mount)?;
+    let (mut token_env, mut token_file) = (None, None);
+    for Param { name, value, .. } in params {
+        match name {
+            "token_env" if !value.is_empty() => token_env = Some(value),
+            "token_file" if !value.is_empty() => token_file = Some(PathBuf::from(value)),
+            "prefix" => config.prefix = clean_path("prefix", &value)?,
+            "namespace" if !value.is_empty() => config.namespace = Some(value),
+            "ca_file" if !value.is_empty() => config.ca_file = Some(PathBuf::from(value)),
+            "lock_ttl" => config.lock_ttl = parse_seconds(name, &value)?,
+            "lock_timeout" => config.lock_timeout = parse_seconds(name, &value)?,
+            "timeout" => config.request_timeout = parse_seconds(name, &value)?,
+            "token" | "token_id" | "password" => {
+                return Err(rejected(
+                    "a token in the OpenBao store URL is not accepted: use token_env=NAME or token_file=PATH",
+                ));
+            }
+            "token_env" | "token_file" | "namespace" | "ca_file" => {
+                return Err(rejected(format!("{name}= needs a value in the OpenBao store URL")));
+            }
+            _ => {
+                return Err(rejected(format!(
+                    "unknown OpenBao store URL parameter {name:?}: use token_env, token_file, prefix, namespace, ca_file, lock_ttl, lock_timeout or timeout"
+                )));
+            }
+        }
+    }
+    config = match (token_env, token_file) {
+        (Some(_), Some(_)) => return Err(rejected("give token_env= or token_file=, not both")),
+        (Some(name), None) => config.with_token_env(&name),
+        (None, Some(path)) => config.with_token_file(path),
+        (None, None) => config,
+    };
+    if config.ca_file.is_some() && transport != "https" {
+        return Err(rejected("ca_file= only applies to openbao+https"));
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_schemes_are_named_and_passwords_redacted() {
+        let err = StoreConfig::parse("mysql://root:hunter2@db/x").err().unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains("unknown store URL") && !msg.contains("hunter2"), "{msg}");
+        assert_eq!(redact_url("postgres://u:pw@h:5/db"), "postgres://u:***@h:5/db");
+        assert!(matches!(StoreConfig::parse("memory:"), Ok(StoreConfig::Memory)));
+        assert!(StoreConfig::parse("memory:").unwrap().open().is_ok());
+        assert!(StoreConfig::parse("memory:x").is_err());
+    }
+
+    #[test]
+    fn default_path_follows_xdg() {
+        assert!(default_url().starts_with("sqlite:"));
+        assert!(default_sqlite_path().ends_with("secrets/secrets.db"));
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn sqlite_path(url: &str) -> Result<PathBuf, VaultError> {
+        match StoreConfig::parse(url)? {
+            StoreConfig::Sqlite(c) => Ok(c.path),
+            other => panic!("{url} parsed as {other:?}"),
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_urls_name_paths_and_key_files() {
+        assert_eq!(sqlite_path("sqlite:/var/lib/s.db").unwrap(), PathBuf::from("/var/lib/s.db"));
+        assert_eq!(sqlite_path("sqlite:///var/lib/s.db").unwrap(), PathBuf::from("/var/lib/s.db"));
+        assert_eq!(sqlite_path("sqlite:rel/s.db").unwrap(), PathBuf::from("rel/s.db"));
+        assert!(sqlite_path("sqlite:").unwrap().ends_with("secrets/secrets.db"));
+        assert!(matches!(sqlite_path("sqlite::memory:"), Err(VaultError::Rejected(m)) if m.contains("memory:")));
+        let config = StoreConfig::parse("sqlite:/d/secrets.db").unwrap();
+        assert_eq!(config.key_file(), Some(PathBuf::from("/d/secrets.db.key")));
+        assert!(config.has_master_key());
+    }
+
+    #[cfg(feature = "postgres")]
+    fn pg(url: &str) -> Result<PostgresConfig, VaultError> {
+        match StoreConfig::parse(url)? {
+            StoreConfig::Postgres(c) => Ok(c),
+            other => panic!("{url} parsed as {other:?}"),
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_parameters_are_stripped_and_passwords_redacted() {
+        let url = "postgres://u:hunter2@db:5432/x?key_file=%2Fetc%2Fsecrets.key&sslmode=disable&schema=app_1&pool_size=3&password=pw2";
+        let p = pg(url).unwrap();
+        assert_eq!(p.conn_url, "postgres://u:hunter2@db:5432/x?sslmode=disable&password=pw2");
+        assert_eq!(p.key_file.as_deref(), Some(std::path::Path::new("/etc/secrets.key")));
+        assert_eq!(
+            StoreConfig::parse("postgres://h/db?key_file=k.key").unwrap().key_file().as_deref(),
+            Some(std::path::Path::new("k.key"))
+        );
+        assert_eq!((p.schema.as_deref(), p.pool_size), (Some("app_1"), 3));
+        assert!(!p.redacted.contains("hunter2") && !p.redacted.contains("pw2"), "{}", p.redacted);
+        assert!(!format!("{p:?}").contains("hunter2"), "Debug hides the password");
+        let p = pg("postgresql://h/db?schema=s").unwrap();
+        assert_eq!(p.conn_url, "postgresql://h/db");
+        for bad in ["postgres://h/db?schema=Bad", "postgres://h/db?schema=a;drop", "postgres://h/db?pool_size=0"] {
+            assert!(matches!(StoreConfig::parse(bad), Err(VaultError::Rejected(_))), "{bad}");
+        }
+        // `+` is a literal plus in every parameter, as in the postgres crate.
+        assert_eq!(pg("postgres://h/db?key_file=/k+1").unwrap().key_file.as_deref(), Some(std::path::Path::new("/k+1")));
+        assert_eq!(StoreConfig::parse("postgres://h/db").unwrap().key_file(), None);
+    }
+
+    #[cfg(feature = "openbao")]
+    fn bao(url: &str) -> Result<OpenBaoConfig, VaultError> {
+        match StoreConfig::parse(url)? {
+            StoreConfig::OpenBao(c) => Ok(c),
+            other => panic!("{url} parsed as {other:?}"),
+        }
+    }
+
+    #[cfg(feature = "openbao")]
+    #[test]
+    fn openbao_urls_parse_into_address_mount_prefix_and_token_source() {
+        use crate::backends::openbao::DEFAULT_PREFIX;
+        use std::time::Duration;
+        let c = bao("openbao+http://127.0.0.1:8200/secret?token_env=MY_TOKEN").unwrap();
+        assert_eq!((c.address().as_str(), c.mount(), c.prefix()), ("http://127.0.0.1:8200", "secret", DEFAULT_PREFIX));
+        assert_eq!(c.token_env(), Some("MY_TOKEN"));
+        let c = bao(
+            "vault+https://bao.example:443/teams/a/kv/?token_file=%2Frun%2Ftok&prefix=apps/x&lock_ttl=5&lock_timeout=0.5",
+        )
+        .unwrap();
+        assert_eq!((c.address().as_str(), c.mount(), c.prefix()), ("https://bao.example:443", "teams/a/kv", "apps/x"));
+        assert!(format!("{c:?}").contains("file /run/tok"), "{c:?}");
+        assert_eq!((c.lock_ttl, c.lock_timeout), (Duration::from_secs(5), Duration::from_millis(500)));
+        assert_eq!(bao("openbao+http://h:1/s").unwrap().token_env(), None);
+        let credentials = StoreConfig::parse("openbao+http://h:1/s?token_env=MY_TOKEN").unwrap().credential_vars();
+        for var in ["MY_TOKEN", "BAO_TOKEN", "VAULT_TOKEN", "SECRETS_MASTER_KEY", "SECRETS_STORE"] {
+            assert!(credentials.iter().any(|v| v == var), "{var} in {credentials:?}");
+        }
+    }
+
+    #[cfg(feature = "openbao")]
+    #[test]
+    fn bad_openbao_urls_are_refused_without_echoing_tokens() {
+        for (url, needle) in [
+            ("openbao+http://h:1", "KV v2 mount"),
+            ("openbao+http://h:1/", "KV v2 mount"),
+            ("openbao+http:///secret", "host"),
+            ("openbao+http://u:hunter2@h:1/secret", "credentials"),
+            ("openbao+http://h:1/secret?token=hunter2", "token_env"),
+            ("openbao+http://h:1/secret?tokn_env=X", "unknown"),
+            ("openbao+http://h:1/se cret", "mount"),
+            ("openbao+http://h:1/a/../b", "mount"),
+            ("openbao+http://h:1/s?prefix=a//b", "prefix"),
+            ("openbao+http://h:1/s?token_env=A&token_file=B", "not both"),
+            ("openbao+http://h:1/s?lock_ttl=-1", "lock_ttl"),
+            ("openbao+http://h:1/s?ca_file=/x", "https"),
+        ] {
+            let err = bao(url).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, VaultError::Rejected(_)), "{url}: {err:?}");
+            assert!(msg.contains(needle), "{url}: {msg}");
+            assert!(!msg.contains("hunter2"), "{url}: {msg}");
+        }
+    }
+}
