@@ -9,7 +9,7 @@
 #   stop_postgres   stops that server and removes its directory; does nothing
 #                   if start_postgres never ran or the server is already gone.
 #
-# By hand:  source .ci/postgres.sh && start_postgres && cargo test -p secrets-tests --test postgres; stop_postgres
+# By hand:  source .ci/postgres.sh && start_postgres && cargo test -p secrets-host --test all postgres::; stop_postgres
 
 _SECRETS_PG_DIR="${_SECRETS_PG_DIR:-}"
 _SECRETS_PG_BIN="${_SECRETS_PG_BIN:-}"

@@ -548,7 +548,7 @@ impl Rotation for PostgresBackend {
         &self,
         newest: u32,
         limit: usize,
-        reseal: &dyn Fn(&str, &[u8]) -> Result<Vec<u8>, VaultError>,
+        reseal: sealed::Reseal<'_>,
     ) -> Result<u64, VaultError> {
         let newest = generation_column(newest)?;
         let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED")?;

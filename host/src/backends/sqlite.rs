@@ -143,7 +143,7 @@ impl SqliteBackend {
         // misleading key file behind: name the real problem instead.
         if std::env::var(MASTER_KEY_ENV).is_err()
             && !key_file.exists()
-            && fs::metadata(&path).is_ok_and(|m| m.len() > 0)
+            && fs::metadata(path).is_ok_and(|m| m.len() > 0)
         {
             return Err(VaultError::Rejected(format!(
                 "the store sqlite:{} exists but its master key file {} is missing: restore the key file or set {MASTER_KEY_ENV}",
@@ -247,7 +247,7 @@ impl Rotation for SqliteBackend {
         &self,
         newest: u32,
         limit: usize,
-        reseal: &dyn Fn(&str, &[u8]) -> Result<Vec<u8>, VaultError>,
+        reseal: sealed::Reseal<'_>,
     ) -> Result<u64, VaultError> {
         // BEGIN IMMEDIATE holds the store's write lock: no row is skipped.
         let mut raw = self.begin_raw(Access::Write)?;

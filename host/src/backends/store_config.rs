@@ -159,6 +159,7 @@ impl StoreConfig {
     /// The environment variables that hold this store's credentials: what a
     /// workload started by `secrets run` must not inherit.
     pub fn credential_vars(&self) -> Vec<String> {
+        #[cfg_attr(not(feature = "openbao"), allow(unused_mut))]
         let mut vars: Vec<String> = CREDENTIAL_VARS.map(String::from).into();
         #[cfg(feature = "openbao")]
         if let StoreConfig::OpenBao(c) = self
@@ -201,6 +202,7 @@ pub fn redact_url(url: &str) -> String {
 struct Param<'a> {
     name: &'a str,
     value: String,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     raw: &'a str,
 }
 

@@ -247,6 +247,10 @@ pub fn write_key_check(rows: &mut dyn KeyCheckRows, keyring: &Keyring, check: Ke
 // ---------------------------------------------------------------------------
 // Rotation
 
+/// Opens an entry's sealed bytes and seals them again under the newest
+/// generation: what [`Rotation::rotate_batch`] applies to every row.
+pub type Reseal<'a> = &'a dyn Fn(&str, &[u8]) -> Result<Vec<u8>, VaultError>;
+
 /// What [`rotate_all`] needs of a backend.
 pub trait Rotation {
     /// Runs the backend's open-time keyring check again (writing the key
@@ -263,7 +267,7 @@ pub trait Rotation {
         &self,
         newest: u32,
         limit: usize,
-        reseal: &dyn Fn(&str, &[u8]) -> Result<Vec<u8>, VaultError>,
+        reseal: Reseal<'_>,
     ) -> Result<u64, VaultError>;
 }
 
