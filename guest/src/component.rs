@@ -151,4 +151,8 @@ impl Guest for Component {
     fn rotate(instance_id: String, key: String) -> Result<u32, wit::Error> {
         secrets().rotate(&instance_id, &key).map_err(error_out)
     }
+
+    fn rotate_instance(instance_id: String) -> Result<Vec<(String, u32)>, wit::Error> {
+        secrets().rotate_instance(&instance_id).map_err(error_out)
+    }
 }

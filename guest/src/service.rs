@@ -214,11 +214,36 @@ impl<V: Vault> Secrets<V> {
     /// the vault's newest key material; returns the number of versions.
     pub fn rotate(&self, instance_id: &str, key: &str) -> Result<u32, Error> {
         let record = self.existing(instance_id, key)?;
+        let n = self.rotate_record(instance_id, key, &record)?;
+        self.vault.rotate(&layout::index(instance_id))?;
+        Ok(n)
+    }
+
+    /// [`Secrets::rotate`] for every key of an instance, in one call (so a
+    /// concurrent delete cannot stop it half-way): the keys with the number
+    /// of versions rotated, in key order. An instance without keys rotates
+    /// nothing.
+    pub fn rotate_instance(&self, instance_id: &str) -> Result<Vec<(String, u32)>, Error> {
+        validate::instance_id(instance_id)?;
+        let index = self.index(instance_id)?;
+        let mut rotated = Vec::with_capacity(index.keys.len());
+        for key in index.keys.keys() {
+            let record = self
+                .key_record(instance_id, key)?
+                .ok_or_else(|| Error::corrupt(format!("the index lists {key:?}, which has no record")))?;
+            rotated.push((key.clone(), self.rotate_record(instance_id, key, &record)?));
+        }
+        if !rotated.is_empty() {
+            self.vault.rotate(&layout::index(instance_id))?;
+        }
+        Ok(rotated)
+    }
+
+    fn rotate_record(&self, instance_id: &str, key: &str, record: &KeyRecord) -> Result<u32, Error> {
         for v in &record.versions {
             self.vault.rotate(&layout::value(instance_id, key, v.version))?;
         }
         self.vault.rotate(&layout::meta(instance_id, key))?;
-        self.vault.rotate(&layout::index(instance_id))?;
         Ok(record.versions.len() as u32)
     }
 }

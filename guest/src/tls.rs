@@ -306,7 +306,7 @@ fn private_public_key(block: &pem::Pem, leaf: &PublicKey) -> Result<PublicKey, S
     match block.tag() {
         LABEL_PKCS1 => {
             let key = pkcs1::RsaPrivateKey::from_der(block.contents()).map_err(|_| malformed())?;
-            Ok(rsa_public(&key))
+            rsa_public(&key)
         }
         LABEL_SEC1 => {
             let key = sec1::EcPrivateKey::from_der(block.contents()).map_err(|_| malformed())?;
@@ -324,7 +324,7 @@ fn private_public_key(block: &pem::Pem, leaf: &PublicKey) -> Result<PublicKey, S
                 OID_RSA => {
                     let key = pkcs1::RsaPrivateKey::from_der(info.private_key)
                         .map_err(|_| malformed())?;
-                    Ok(rsa_public(&key))
+                    rsa_public(&key)
                 }
                 OID_EC_PUBLIC_KEY => {
                     let outer_curve = match info.algorithm.parameters {
@@ -360,11 +360,36 @@ fn private_public_key(block: &pem::Pem, leaf: &PublicKey) -> Result<PublicKey, S
     }
 }
 
-fn rsa_public(key: &pkcs1::RsaPrivateKey<'_>) -> PublicKey {
-    PublicKey::Rsa {
+/// The public half of an RSA private key, after checking that the key is
+/// one: p·q = n, d·e ≡ 1 modulo p−1 and q−1 (so modulo λ(n)), and the CRT
+/// values d mod (p−1), d mod (q−1), q⁻¹ mod p. Matching n and e alone would
+/// accept a key that signs nothing the certificate verifies.
+fn rsa_public(key: &pkcs1::RsaPrivateKey<'_>) -> Result<PublicKey, String> {
+    use num_bigint::BigUint;
+    let int = |u: pkcs1::UintRef<'_>| BigUint::from_bytes_be(u.as_bytes());
+    let (n, e, d) = (int(key.modulus), int(key.public_exponent), int(key.private_exponent));
+    let (p, q) = (int(key.prime1), int(key.prime2));
+    let one = BigUint::from(1u8);
+    let two = BigUint::from(2u8);
+    let consistent = p > two
+        && q > two
+        && &p * &q == n
+        && {
+            let (p1, q1) = (&p - &one, &q - &one);
+            let de = &d * &e;
+            &de % &p1 == one
+                && &de % &q1 == one
+                && int(key.exponent1) == &d % &p1
+                && int(key.exponent2) == &d % &q1
+                && (int(key.coefficient) * &q) % &p == one
+        };
+    if !consistent {
+        return Err("tls RSA private key is inconsistent (its primes, exponents or CRT values do not belong together)".into());
+    }
+    Ok(PublicKey::Rsa {
         modulus: strip_leading_zeros(key.modulus.as_bytes()),
         exponent: strip_leading_zeros(key.public_exponent.as_bytes()),
-    }
+    })
 }
 
 /// `None` when the scalar is invalid for the curve; `Some(Err)` when the
@@ -446,6 +471,38 @@ mod tests {
                 not_after: NOT_AFTER_2126
             })
         );
+    }
+
+    /// A PKCS#1 key with the certificate's n and e but made-up private
+    /// values (d = p = q = 1, or a real key with one CRT value changed) is
+    /// refused: it matches by n and e, yet signs nothing that verifies.
+    #[test]
+    fn inconsistent_rsa_keys_are_refused() {
+        use der::{Decode, Encode};
+        let real = pem::parse(fixture!("rsa-pkcs1-key")).unwrap();
+        let key = pkcs1::RsaPrivateKey::from_der(real.contents()).unwrap();
+        let one = pkcs1::UintRef::new(&[1]).unwrap();
+        let forged = pkcs1::RsaPrivateKey {
+            private_exponent: one,
+            prime1: one,
+            prime2: one,
+            exponent1: one,
+            exponent2: one,
+            coefficient: one,
+            ..key.clone()
+        };
+        let mut bad_crt = key.exponent1.as_bytes().to_vec();
+        *bad_crt.last_mut().unwrap() ^= 1;
+        let bad_crt = pkcs1::RsaPrivateKey { exponent1: pkcs1::UintRef::new(&bad_crt).unwrap(), ..key.clone() };
+        for (label, k) in [("d=p=q=1", forged), ("CRT exponent", bad_crt)] {
+            let der = k.to_der().unwrap();
+            let block = pem::encode(&pem::Pem::new("RSA PRIVATE KEY", der));
+            let err = check(&bundle(&[fixture!("rsa-cert"), block.as_bytes()])).unwrap_err();
+            assert!(err.contains("inconsistent"), "{label}: {err}");
+        }
+        // The unmodified key re-encoded the same way still passes.
+        let block = pem::encode(&pem::Pem::new("RSA PRIVATE KEY", key.to_der().unwrap()));
+        assert!(check(&bundle(&[fixture!("rsa-cert"), block.as_bytes()])).is_ok());
     }
 
     #[test]

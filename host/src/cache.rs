@@ -9,7 +9,10 @@
 //! temporary name and renamed into place, so concurrent starts never see a
 //! half-written file. The cache directory must be private to the user
 //! (mode 0700): one that others can write to is not used, since whoever
-//! writes the cache chooses the machine code the host runs.
+//! writes the cache chooses the machine code the host runs. For the same
+//! reason files are created 0600 whatever the umask, and a file owned by
+//! another user or writable by group or others is never loaded (it is
+//! compiled again and replaced).
 //!
 //! Why not wasmtime's own cache (`Config::cache`)? It stores compiled code
 //! of core modules for any engine, in a shared, configurable location, and
@@ -20,7 +23,7 @@
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -92,6 +95,13 @@ fn check_private(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `path` is a regular file of ours that only we can write.
+fn private_file(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| {
+        m.file_type().is_file() && m.uid() == effective_uid() && m.permissions().mode() & 0o022 == 0
+    })
+}
+
 /// The sandbox, from the cache in `dir` when valid, else compiled (and the
 /// cache written). Never fails because of the cache: at worst it compiles.
 #[allow(unsafe_code, reason = "loads machine code it checked (digest, private directory)")]
@@ -108,7 +118,8 @@ pub fn load(dir: Option<&Path>) -> Result<(Sandbox, CacheOutcome, Option<String>
         return Ok((Sandbox::compile(engine)?, CacheOutcome::Uncached, Some(why)));
     }
     let path = cache_file(dir, &engine);
-    if let Ok(bytes) = fs::read(&path)
+    if private_file(&path)
+        && let Ok(bytes) = fs::read(&path)
         && bytes.len() > 32
         && Sha256::digest(&bytes[32..])[..] == bytes[..32]
         // SAFETY: the payload is exactly what `serialize` wrote for this
@@ -130,7 +141,8 @@ fn write_atomically(path: &Path, payload: &[u8]) -> std::io::Result<()> {
     let _ = getrandom::fill(&mut nonce);
     let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), hex::encode(nonce)));
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        // 0600 whatever the umask: whoever can write it chooses our code.
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(&Sha256::digest(payload))?;
         f.write_all(payload)?;
         f.sync_all()?;
@@ -161,6 +173,17 @@ mod tests {
         fs::write(&file, &bytes).unwrap();
         let (_, third, _) = load(Some(&dir)).unwrap();
         assert_eq!(third, CacheOutcome::Compiled, "a corrupt file is rebuilt");
+        assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Hit);
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "created private");
+        // A cache file others may write is never loaded: rebuilt, private.
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Compiled, "a group/world-writable file is rebuilt");
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        // Nor one owned by another user (only root can make one here).
+        if effective_uid() == 0 {
+            std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+            assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Compiled, "another user's file is rebuilt");
+        }
         assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Hit);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Uncached, "a shared directory is not trusted");

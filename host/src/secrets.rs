@@ -243,4 +243,11 @@ impl Secrets {
     pub fn rotate(&self, scope: &Scope, instance_id: &str, key: &str) -> Result<u32, Error> {
         self.call("rotate", scope, instance_id, Access::Write, |g, s| g.call_rotate(s, instance_id, key))
     }
+
+    /// [`Secrets::rotate`] for every key of an instance in one transaction:
+    /// each key with the number of its versions rotated.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id))]
+    pub fn rotate_instance(&self, scope: &Scope, instance_id: &str) -> Result<Vec<(String, u32)>, Error> {
+        self.call("rotate-instance", scope, instance_id, Access::Write, |g, s| g.call_rotate_instance(s, instance_id))
+    }
 }

@@ -161,7 +161,7 @@ fn tricky_env() -> Env {
     let env = Env::new();
     env.ok(&["set", "web", "TRICKY", "--type", "env"], TRICKY.as_bytes());
     env.ok(&["set", "web", "PLAIN", "--type", "env"], b"plain");
-    env.ok(&["set", "web", "EMPTY", "--type", "env"], b"");
+    env.ok(&["set", "web", "EMPTY", "--type", "env", "--allow-empty"], b"");
     env
 }
 
@@ -391,4 +391,297 @@ fn an_unavailable_store_exits_5() {
     assert!(!err.contains("hunter2"), "{err}");
     // A store that answers but refuses (a bad URL) is not "try again".
     env.fails(&["--store", "postgres://h/db?pool_size=0", "list", "web"], b"", 1);
+}
+
+// ---------------------------------------------------------------------------
+// Found by adversarial testing (each failed before its fix).
+
+/// A same-user child cannot read the store's credentials out of `run`'s
+/// own process: they are scrubbed from its environment block, and the
+/// process is non-dumpable (its /proc files are not the user's).
+#[test]
+fn run_scrubs_the_store_credentials_from_its_own_environment() {
+    let env = Env::new();
+    let master = "ab".repeat(32);
+    let with_creds = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        c.env("SECRETS_MASTER_KEY", &master).env("BAO_TOKEN", "bao-token-canary");
+        c
+    };
+    let mut set = with_creds(&["set", "web", "A", "--type", "env"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    set.stdin.take().unwrap().write_all(b"a-value").unwrap();
+    assert!(set.wait().unwrap().success());
+    // Root reads /proc/PID/environ of a non-dumpable process too: what it
+    // finds there must be scrubbed.
+    let script = r#"tr '\0' '\n' < /proc/$PPID/environ; echo "A=$A""#;
+    let o = with_creds(&["run", "web", "--", "sh", "-c", script]).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("A=a-value"), "the child ran: {out}");
+    assert!(!out.contains(&master) && !out.contains("bao-token-canary"), "credentials in the parent's environ:\n{out}");
+}
+
+/// Run as an unprivileged user (when the tests run as root and setpriv is
+/// there): the child cannot even open the parent's /proc/PID/environ.
+#[test]
+fn run_is_non_dumpable_for_an_unprivileged_user() {
+    if secrets_host::cache::effective_uid() != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("needs root and setpriv to switch to an unprivileged user; not checked");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
+    let script = r#"if cat /proc/$PPID/environ >/dev/null 2>&1; then echo readable; else echo denied; fi"#;
+    let o = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(BIN)
+        .args(["--store", "memory:", "run", "web", "--", "sh", "-c", script])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home.path())
+        .env("XDG_RUNTIME_DIR", home.path())
+        .env("BAO_TOKEN", "bao-token-canary")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert_eq!(out.trim(), "denied", "{err}");
+}
+
+/// `--help` never prints the store URL's password from SECRETS_STORE.
+#[test]
+fn help_hides_the_store_url() {
+    let env = Env::new();
+    let o = env.cmd(&["set", "--help"]).env("SECRETS_STORE", "postgres://app:Hunter2@db/app").output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("--store"), "{text}");
+    assert!(!text.contains("Hunter2") && !text.contains("postgres://app"), "{text}");
+}
+
+/// `keyring add` never creates a key file beside an existing store.
+#[test]
+fn keyring_add_refuses_a_missing_key_file() {
+    let env = Env::new();
+    env.ok(&["set", "web", "K", "--type", "env"], b"v");
+    let key_file = PathBuf::from(format!("{}.key", env.db().display()));
+    std::fs::remove_file(&key_file).unwrap();
+    let err = env.fails(&["keyring", "add"], b"", 1);
+    assert!(err.contains("does not exist") && err.contains(&key_file.display().to_string()), "{err}");
+    assert!(!key_file.exists(), "no new key file");
+}
+
+/// With neither HOME nor XDG_DATA_HOME the default store has no place:
+/// refused, naming what to set, with nothing created in the working
+/// directory.
+#[test]
+fn no_home_means_no_default_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["list", "web"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("XDG_DATA_HOME") && err.contains("HOME") && err.contains("--store"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing created in the working directory");
+}
+
+/// A device, a FIFO or a directory is refused as a SQLite store before
+/// anything is created beside it.
+#[test]
+fn sqlite_store_must_be_a_regular_file() {
+    let env = Env::new();
+    let fifo = env.dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let dir = env.dir.path().join("a-dir");
+    std::fs::create_dir(&dir).unwrap();
+    for (path, kind) in [(Path::new("/dev/null"), "a device"), (fifo.as_path(), "a FIFO"), (dir.as_path(), "a directory")] {
+        let store = format!("sqlite:{}", path.display());
+        let err = env.fails(&["--store", &store, "list", "web"], b"", 1);
+        assert!(err.contains(kind) && err.contains("regular file"), "{store}: {err}");
+        for suffix in [".key", "-journal", "-wal", "-shm"] {
+            let beside = PathBuf::from(format!("{}{suffix}", path.display()));
+            assert!(!beside.exists(), "{} was created", beside.display());
+        }
+    }
+}
+
+/// A SECRETS_MASTER_KEY that is not text is refused, not ignored (which
+/// used to create a key file instead).
+#[test]
+fn a_master_key_that_is_not_text_is_refused() {
+    use std::os::unix::ffi::OsStringExt;
+    let env = Env::new();
+    let key = std::ffi::OsString::from_vec(vec![0xff; 64]);
+    let o = env.cmd(&["list", "web"]).env("SECRETS_MASTER_KEY", key).stdin(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("SECRETS_MASTER_KEY") && err.contains("not text"), "{err}");
+    assert!(!env.db().exists() && !PathBuf::from(format!("{}.key", env.db().display())).exists());
+}
+
+/// Spawns `set` with a stdin that stays open and never delivers a value:
+/// the call must end on its own (it checks before reading).
+fn set_without_reading(env: &Env, args: &[&str]) -> Output {
+    let mut child = env.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stdin = child.stdin.take();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{args:?} waited for a value it would refuse");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// `set` checks the arguments and the key's state before reading the
+/// value, and never repeats a value given on the command line.
+#[test]
+fn set_checks_before_reading_and_never_echoes_a_value_argument() {
+    let env = Env::new();
+    env.ok(&["set", "web", "K", "--type", "env"], b"v1");
+    for (args, code, needle) in [
+        (&["set", "web", "1BAD", "--type", "env"][..], 1, "not a valid environment variable name"),
+        (&["set", "web", "K", "--type", "file"], 4, "holds a env secret"),
+        (&["set", "web", "K", "--type", "env", "--if-version", "7"], 4, "at version 1"),
+        (&["set", "web", "NEW", "--type", "env", "--if-version", "1"], 4, "at version 0"),
+        (&["set", "bad/instance", "K", "--type", "env"], 1, "instance id"),
+    ] {
+        let o = set_without_reading(&env, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    for args in [
+        &["set", "web-1", "API_KEY=sk_live_x", "--type", "env"][..],
+        &["set", "web-1", "API_KEY", "--type", "env", "sk_live_x"],
+        &["set", "web-1", "API_KEY", "sk_live_x", "--type", "env"],
+        &["set", "web-1", "API_KEY", "--type", "env", "-sk_live_x"],
+        &["set", "web-1", "API_KEY", "--type", "env", "--sk_live_x"],
+    ] {
+        let o = set_without_reading(&env, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("not stored") && !err.contains("sk_live_x"), "{args:?}: {err}");
+    }
+    assert_eq!(env.ok(&["get", "web", "K"], b""), b"v1", "nothing was stored");
+}
+
+/// An empty or closed stdin stores nothing unless --allow-empty says so.
+#[test]
+fn an_empty_value_needs_allow_empty() {
+    let env = Env::new();
+    env.ok(&["set", "web", "K", "--type", "env"], b"v1");
+    let err = env.fails(&["set", "web", "K", "--type", "env"], b"", 1);
+    assert!(err.contains("empty") && err.contains("--allow-empty"), "{err}");
+    assert_eq!(env.ok(&["get", "web", "K"], b""), b"v1", "the current version is untouched");
+    assert_eq!(env.ok_text(&["set", "web", "K", "--type", "env", "--allow-empty"], b""), "K v2 (env)\n");
+    assert_eq!(env.ok(&["get", "web", "K"], b""), b"");
+}
+
+/// `rotate --all` is one call: keys deleted and added meanwhile cannot
+/// stop it half-way with "not found".
+#[test]
+fn rotate_all_is_not_stopped_by_a_concurrent_delete() {
+    let env = Env::new();
+    for key in ["A", "B", "C"] {
+        env.ok(&["set", "web", key, "--type", "env"], b"v");
+    }
+    // The other writer runs in this process on the same file, so it sets
+    // and deletes far faster than a CLI process starts.
+    use secrets_host::backends::{StoreConfig, sqlite::SqliteBackend};
+    use secrets_host::{Scope, SecretType, SetRequest};
+    let StoreConfig::Sqlite(config) = StoreConfig::parse(&format!("sqlite:{}", env.db().display())).unwrap() else {
+        unreachable!()
+    };
+    let other = crate::common::service(std::sync::Arc::new(SqliteBackend::from_config(&config).unwrap()));
+    let scope = Scope::tenant("default").unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("K{}", i % 8);
+                other.set(&scope, SetRequest::new("web", &key, SecretType::Env, "v")).unwrap();
+                other.delete(&scope, "web", &key).unwrap();
+                // A gap for the CLI: SQLite's busy handler does not queue
+                // writers fairly, and a tight loop would starve it.
+                std::thread::sleep(Duration::from_millis(3));
+                i += 1;
+            }
+        });
+        for _ in 0..12 {
+            let o = env.run(&["rotate", "web", "--all"], b"");
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            if !o.status.success() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("rotate --all failed: {err}");
+            }
+            let out = String::from_utf8(o.stdout).unwrap();
+            assert!(["A:", "B:", "C:"].iter().all(|k| out.contains(k)), "{out}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
+/// `run` details: a relative --mount-dir becomes an absolute SECRETS_DIR;
+/// directories left by a SIGKILLed `run` are removed by the next one; an
+/// empty instance is warned about (as by inject); an environment over the
+/// kernel's limit is named as such.
+#[test]
+fn run_details() {
+    let env = Env::new();
+    env.ok(&["set", "web", "f.conf", "--type", "file"], b"x");
+    let mut c = env.cmd(&["run", "web", "--mount-dir", "m", "--", "sh", "-c", "printf %s \"$SECRETS_DIR\""]);
+    let o = c.current_dir(env.dir.path()).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(PathBuf::from(String::from_utf8(o.stdout).unwrap()), env.dir.path().join("m"));
+
+    // A leftover of a dead `run`: a pid that exited, under the runtime dir.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let stale = env.dir.path().join(format!("secrets-run-{pid}-0011223344556677"));
+    std::fs::create_dir(&stale).unwrap();
+    let alive = env.dir.path().join(format!("secrets-run-{}-0011223344556677", std::process::id()));
+    std::fs::create_dir(&alive).unwrap();
+    env.ok(&["run", "web", "--", "true"], b"");
+    assert!(!stale.exists(), "the dead run's directory is removed");
+    assert!(alive.exists(), "a live process's directory is kept");
+
+    let o = env.run(&["run", "nothing-here", "--", "true"], b"");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: instance \"nothing-here\" has no secrets"));
+    let o = env.run(&["inject", "nothing-here"], b"");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: instance \"nothing-here\" has no secrets"));
+    let o = env.run(&["inject", "web"], b"");
+    assert!(o.status.success() && o.stderr.is_empty(), "no warning for an instance with file secrets only");
+
+    // ARG_MAX is a quarter of the stack limit (at least 128 KiB): with a
+    // 1 MiB stack, five 60 KiB env secrets are too many.
+    let big = vec![b'v'; 60 << 10];
+    for i in 0..5 {
+        env.ok(&["set", "big", &format!("V{i}"), "--type", "env"], &big);
+    }
+    let secrets = format!("ulimit -s 1024 && exec {BIN} run big -- true");
+    let mut sh = Command::new("bash");
+    sh.args(["-c", &secrets]).env_clear();
+    for (k, v) in env.cmd(&[]).get_envs() {
+        if let Some(v) = v {
+            sh.env(k, v);
+        }
+    }
+    let o = sh.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("environment is too large") && err.contains("bytes"), "{err}");
 }

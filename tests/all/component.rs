@@ -115,6 +115,19 @@ fn delete_removes_all_versions_and_rotate_counts_them() {
     assert_eq!(s.set(&t, env("A", "3")).unwrap().version, 1);
 }
 
+/// rotate-instance rotates every key of an instance in one call.
+#[test]
+fn rotate_instance_counts_every_key() {
+    let (s, t) = setup();
+    assert_eq!(s.rotate_instance(&t, "web-1").unwrap(), vec![], "an empty instance rotates nothing");
+    s.set(&t, env("B", "1")).unwrap();
+    s.set(&t, env("A", "1")).unwrap();
+    s.set(&t, env("A", "2")).unwrap();
+    assert_eq!(s.rotate_instance(&t, "web-1").unwrap(), vec![("A".to_string(), 2), ("B".to_string(), 1)]);
+    assert_eq!(s.get(&t, "web-1", "A").unwrap().value.expose(), b"2");
+    assert!(matches!(s.rotate_instance(&t, "bad/id"), Err(Error::InvalidArgument(_))));
+}
+
 #[test]
 fn check_and_set_and_type_changes_conflict() {
     let (s, t) = setup();

@@ -326,10 +326,10 @@ impl PostgresBackend {
     /// on first use). With neither, fails: replicas sharing the database
     /// must share the key.
     pub fn from_config(config: &PostgresConfig) -> Result<Self, VaultError> {
-        let keyring = match (std::env::var(MASTER_KEY_ENV), &config.key_file) {
-            (Ok(spec), _) => Keyring::from_spec(&spec)?,
-            (Err(_), Some(path)) => Keyring::load_or_create(path)?,
-            (Err(_), None) => {
+        let keyring = match (Keyring::from_env()?, &config.key_file) {
+            (Some(keyring), _) => keyring,
+            (None, Some(path)) => Keyring::load_or_create(path)?,
+            (None, None) => {
                 return Err(VaultError::Rejected(format!(
                     "{}: a PostgreSQL store needs the master key that every replica shares: set {MASTER_KEY_ENV} \
                      (64 hex characters, or 1:<hex>,2:<hex>) or add key_file=PATH to the store URL",

@@ -137,21 +137,27 @@ impl SqliteBackend {
     /// database, created with mode 0600 for a new store.
     pub fn from_config(config: &SqliteConfig) -> Result<Self, VaultError> {
         let path = &config.path;
-        create_parent(path)?;
         let key_file = config.key_file();
-        // A fresh key would make an existing store unreadable and leave a
-        // misleading key file behind: name the real problem instead.
-        if std::env::var(MASTER_KEY_ENV).is_err()
-            && !key_file.exists()
-            && fs::metadata(path).is_ok_and(|m| m.len() > 0)
-        {
-            return Err(VaultError::Rejected(format!(
-                "the store sqlite:{} exists but its master key file {} is missing: restore the key file or set {MASTER_KEY_ENV}",
-                path.display(),
-                key_file.display()
-            )));
-        }
-        let keyring = Keyring::from_env_or_file(&key_file)?;
+        // Before anything is created: a device, a FIFO or a directory is no
+        // store, and must not get a key file or a journal beside it.
+        regular_or_absent(path, "the store")?;
+        regular_or_absent(&key_file, "the master key file")?;
+        let keyring = match Keyring::from_env()? {
+            Some(keyring) => keyring,
+            // A fresh key would make an existing store unreadable and leave
+            // a misleading key file behind: name the real problem instead.
+            None if !key_file.exists() && fs::metadata(path).is_ok_and(|m| m.len() > 0) => {
+                return Err(VaultError::Rejected(format!(
+                    "the store sqlite:{} exists but its master key file {} is missing: restore the key file or set {MASTER_KEY_ENV}",
+                    path.display(),
+                    key_file.display()
+                )));
+            }
+            None => {
+                create_parent(path)?;
+                Keyring::load_or_create(&key_file)?
+            }
+        };
         Self::open(path, keyring)
     }
 
@@ -160,6 +166,7 @@ impl SqliteBackend {
     pub fn open(path: &Path, keyring: Keyring) -> Result<Self, VaultError> {
         let path = std::path::absolute(path)
             .map_err(|e| VaultError::Rejected(format!("sqlite path {}: {e}", path.display())))?;
+        regular_or_absent(&path, "the store")?;
         create_parent(&path)?;
         let store: Arc<str> = format!("sqlite:{}", path.display()).into();
         // Create the file private before SQLite does; SQLite gives the -wal
@@ -539,6 +546,31 @@ fn db_error(store: &str, what: &str, e: rusqlite::Error) -> VaultError {
         }
         _ => VaultError::Other(format!("{store}: {what}: {e}")),
     }
+}
+
+/// Refuses a path that exists but is not a regular file (following links:
+/// a link to a file is fine).
+fn regular_or_absent(path: &Path, what: &str) -> Result<(), VaultError> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = fs::metadata(path) else { return Ok(()) };
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(VaultError::Rejected(format!(
+        "{what} sqlite:{} is {kind}: a SQLite store is a regular file (or a path that does not exist yet)",
+        path.display()
+    )))
 }
 
 /// Creates missing parent directories, private (0700) since they hold the

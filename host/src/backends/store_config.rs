@@ -61,19 +61,24 @@ pub enum StoreConfig {
     OpenBao(OpenBaoConfig),
 }
 
-/// The default SQLite database path (XDG data directory).
-pub fn default_sqlite_path() -> PathBuf {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("secrets").join("secrets.db")
+/// The default SQLite database path: `$XDG_DATA_HOME/secrets/secrets.db`,
+/// else `~/.local/share/secrets/secrets.db`. With neither variable set
+/// (to an absolute path) there is no default: the store would otherwise
+/// land in the working directory, next to code that may be committed.
+pub fn default_sqlite_path() -> Result<PathBuf, VaultError> {
+    let absolute = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    let data = absolute("XDG_DATA_HOME").or_else(|| absolute("HOME").map(|h| h.join(".local/share"))).ok_or_else(|| {
+        rejected(format!(
+            "no place for the default store: neither XDG_DATA_HOME nor HOME is set to an absolute path; set one of \
+             them, or choose the store with --store URL (or {STORE_ENV})"
+        ))
+    })?;
+    Ok(data.join("secrets").join("secrets.db"))
 }
 
 /// The default store URL.
-pub fn default_url() -> String {
-    format!("sqlite:{}", default_sqlite_path().display())
+pub fn default_url() -> Result<String, VaultError> {
+    Ok(format!("sqlite:{}", default_sqlite_path()?.display()))
 }
 
 fn rejected(msg: impl Into<String>) -> VaultError {
@@ -228,7 +233,7 @@ fn sqlite(url: &str) -> Result<SqliteConfig, VaultError> {
     let rest = url.strip_prefix("sqlite:").expect("dispatched on the scheme");
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     match rest {
-        "" => Ok(SqliteConfig { path: default_sqlite_path() }),
+        "" => Ok(SqliteConfig { path: default_sqlite_path()? }),
         ":memory:" => Err(rejected("sqlite::memory: is not supported; use the memory: store")),
         path => Ok(SqliteConfig { path: PathBuf::from(path) }),
     }
@@ -369,8 +374,11 @@ mod tests {
 
     #[test]
     fn default_path_follows_xdg() {
-        assert!(default_url().starts_with("sqlite:"));
-        assert!(default_sqlite_path().ends_with("secrets/secrets.db"));
+        // Tests share the process environment: read it, never set it.
+        if std::env::var_os("XDG_DATA_HOME").is_some() || std::env::var_os("HOME").is_some() {
+            assert!(default_url().unwrap().starts_with("sqlite:"));
+            assert!(default_sqlite_path().unwrap().ends_with("secrets/secrets.db"));
+        }
     }
 
     #[cfg(feature = "sqlite")]

@@ -93,12 +93,25 @@ impl Keyring {
         Ok(Keyring { keys })
     }
 
+    /// The keyring `SECRETS_MASTER_KEY` holds, `None` when it is unset. A
+    /// value that is not UTF-8 is refused, never taken for "unset" (which
+    /// would silently create a key file instead).
+    pub fn from_env() -> Result<Option<Keyring>, VaultError> {
+        match std::env::var(MASTER_KEY_ENV) {
+            Ok(spec) => Keyring::from_spec(&spec).map(Some),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(VaultError::Rejected(format!(
+                "{MASTER_KEY_ENV} is set but is not text: it must be 64 hexadecimal characters (or 1:<hex>,2:<hex>)"
+            ))),
+        }
+    }
+
     /// The keyring from `SECRETS_MASTER_KEY` if set, else from `key_file`
     /// (created with one fresh generation when missing).
     pub fn from_env_or_file(key_file: &Path) -> Result<Keyring, VaultError> {
-        match std::env::var(MASTER_KEY_ENV) {
-            Ok(spec) => Keyring::from_spec(&spec),
-            Err(_) => Keyring::load_or_create(key_file),
+        match Keyring::from_env()? {
+            Some(keyring) => Ok(keyring),
+            None => Keyring::load_or_create(key_file),
         }
     }
 

@@ -16,7 +16,8 @@ shell history): `set` reads it from stdin or --from-file.";
 pub struct Cli {
     /// Store URL: sqlite:PATH (default: $XDG_DATA_HOME/secrets/secrets.db),
     /// memory:, postgres://..., openbao+http(s)://HOST:PORT/MOUNT
-    #[arg(long, global = true, env = "SECRETS_STORE", value_name = "URL")]
+    // hide_env_values: the URL may carry a password, and --help must not print it.
+    #[arg(long, global = true, env = "SECRETS_STORE", hide_env_values = true, value_name = "URL")]
     pub store: Option<String>,
 
     /// Tenant the command acts for.
@@ -44,6 +45,14 @@ pub enum Command {
         /// N (0: the key must not exist yet).
         #[arg(long, value_name = "N")]
         if_version: Option<u32>,
+        /// Store an empty value (refused otherwise: an empty or closed stdin
+        /// is more often a mistake than a secret).
+        #[arg(long)]
+        allow_empty: bool,
+        /// Anything after the key: refused without being shown, since it is
+        /// most likely a value typed on the command line.
+        #[arg(hide = true, num_args = 0.., value_name = "VALUE")]
+        extra: Vec<std::ffi::OsString>,
     },
     /// Print a secret's value (raw bytes, nothing else) to stdout.
     Get {

@@ -4,6 +4,7 @@
 
 mod args;
 mod format;
+mod hardening;
 mod run;
 
 use std::io::{Read, Write};
@@ -68,7 +69,22 @@ fn not_found(what: String) -> impl FnOnce(Error) -> CliError {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Before anything is read: no core dumps, no ptrace or /proc/PID/mem,
+    // environ or fd access for other processes of the same user.
+    hardening::make_non_dumpable();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap repeats an unknown argument; it may be a secret typed on the
+        // command line (`set ... --type env -s3cret`): say so without it.
+        Err(e) if e.kind() == clap::error::ErrorKind::UnknownArgument => {
+            eprintln!(
+                "error: unexpected argument (not shown: if it was a value, it was not stored; `set` reads values \
+                 from stdin or --from-file)\n\nFor more information, try '--help'."
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     match run_cli(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -78,7 +94,69 @@ fn main() -> ExitCode {
     }
 }
 
-fn read_value(from_file: Option<PathBuf>) -> Result<Vec<u8>, CliError> {
+/// Refuses what looks like a value given on the command line, without
+/// repeating it (it is already in the shell history; not in our output).
+fn refuse_values_in_arguments(key: &str, extra: &[std::ffi::OsString]) -> Result<(), CliError> {
+    const HOW: &str = "`set` reads the value from stdin or --from-file only";
+    if key.contains('=') {
+        return Err(CliError {
+            code: 2,
+            message: format!(
+                "the key looks like KEY=VALUE: a value looked like it was given on the command line and was not \
+                 stored; {HOW} (e.g. `printf %s \"$VALUE\" | secrets set INSTANCE KEY --type env`)"
+            ),
+        });
+    }
+    if !extra.is_empty() {
+        return Err(CliError {
+            code: 2,
+            message: format!(
+                "unexpected argument after the key: a value looked like it was given on the command line and was \
+                 not stored; {HOW}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The checks of `set` that need no value, run before reading one, so an
+/// interactive user is not asked for a secret the call would refuse.
+fn check_before_reading(
+    secrets: &secrets_host::Secrets,
+    scope: &Scope,
+    (instance, key): (&str, &str),
+    kind: secrets_host::SecretType,
+    if_version: Option<u32>,
+) -> Result<(), CliError> {
+    use secrets_guest::validate;
+    validate::instance_id(instance).map_err(Error::from)?;
+    validate::key(key).map_err(Error::from)?;
+    if kind == secrets_host::SecretType::Env {
+        validate::env_name(key).map_err(Error::from)?;
+    }
+    let (current, held) = match secrets.versions(scope, instance, key) {
+        Ok(metas) => metas.last().map(|m| (m.version, Some(m.kind))).unwrap_or((0, None)),
+        Err(Error::NotFound) => (0, None),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(expected) = if_version
+        && expected != current
+    {
+        return Err(Error::Conflict(format!(
+            "key {key:?} is at version {current}, the request expected version {expected}"
+        ))
+        .into());
+    }
+    if let Some(held) = held
+        && held != kind
+    {
+        return Err(Error::Conflict(format!("key {key:?} holds a {held} secret; delete it before setting it as {kind}"))
+            .into());
+    }
+    Ok(())
+}
+
+fn read_value(from_file: Option<PathBuf>, key: &str) -> Result<Vec<u8>, CliError> {
     // One byte more than any accepted value, so oversize input is reported
     // by the component's limit check without reading all of it.
     let cap = u64::from(limits::HARD_MAX_VALUE_BYTES) + 1;
@@ -87,7 +165,7 @@ fn read_value(from_file: Option<PathBuf>) -> Result<Vec<u8>, CliError> {
         Some(path) => fs_err(&path, std::fs::File::open(&path).and_then(|f| f.take(cap).read_to_end(&mut value)))?,
         None => {
             if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                eprintln!("reading the value from stdin; end it with Ctrl-D");
+                eprintln!("enter the value of {key} (it is not echoed to other users, but is shown here), then Ctrl-D on a new line; or pipe it in, or use --from-file");
             }
             fs_err(
                 std::path::Path::new("stdin"),
@@ -146,13 +224,20 @@ fn json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
 }
 
 fn run_cli(cli: Cli) -> Result<u8, CliError> {
-    let url = cli.store.clone().unwrap_or_else(store_config::default_url);
+    let url = match cli.store.clone() {
+        Some(url) => url,
+        None => store_config::default_url()?,
+    };
     let store = StoreConfig::parse(&url)?;
     let scope = Scope::tenant(&cli.tenant)?;
     if let Command::Keyring(KeyringCommand::Add) = cli.command {
         return keyring_add(&store);
     }
     let backend = store.open()?;
+    // The store holds its keys and tokens now: scrub them from our own
+    // environment, where a child (`run`) or a same-user process reading
+    // /proc/PID/environ would otherwise find them.
+    hardening::scrub_environment(&store.credential_vars());
     if let Command::Keyring(KeyringCommand::RotateAll) = cli.command {
         let mut last = 0;
         let n = backend.rotate_all(&mut |done, total| {
@@ -172,8 +257,15 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
     let secrets = secrets_host::Secrets::with_sandbox(sandbox.into(), backend, secrets_host::Limits::default());
 
     match cli.command {
-        Command::Set { instance, key, kind, from_file, if_version } => {
-            let value = read_value(from_file)?;
+        Command::Set { instance, key, kind, from_file, if_version, allow_empty, extra } => {
+            refuse_values_in_arguments(&key, &extra)?;
+            check_before_reading(&secrets, &scope, (&instance, &key), kind.into(), if_version)?;
+            let value = read_value(from_file, &key)?;
+            if value.is_empty() && !allow_empty {
+                return Err(CliError::error(format!(
+                    "refusing to store an empty value for {key:?} (stdin was empty or closed); pass --allow-empty to store one"
+                )));
+            }
             let mut req = SetRequest::new(&instance, &key, kind.into(), value);
             req.if_version = if_version;
             let meta = secrets.set(&scope, req)?;
@@ -211,6 +303,9 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Inject { instance, format } => {
             let env = secrets.inject(&scope, &instance)?;
+            if env.is_empty() && secrets.list(&scope, &instance)?.is_empty() {
+                eprintln!("warning: instance {instance:?} has no secrets (tenant {:?}); is its name right?", scope.name());
+            }
             out(&match format {
                 Format::Dotenv => format::dotenv(&env),
                 Format::Shell => format::shell(&env),
@@ -228,14 +323,17 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
             out(format!("deleted {key}\n").as_bytes())?;
         }
         Command::Rotate { instance, key, all } => {
-            let keys = match key {
-                Some(k) if !all => vec![k],
-                _ => secrets.list(&scope, &instance)?.into_iter().map(|m| m.key).collect(),
+            let rotated = match key {
+                Some(key) if !all => {
+                    let n = secrets
+                        .rotate(&scope, &instance, &key)
+                        .map_err(not_found(secret_name(&key, &instance)))?;
+                    vec![(key, n)]
+                }
+                // One call: a key deleted meanwhile cannot stop it half-way.
+                _ => secrets.rotate_instance(&scope, &instance)?,
             };
-            for key in keys {
-                let n = secrets
-                    .rotate(&scope, &instance, &key)
-                    .map_err(not_found(secret_name(&key, &instance)))?;
+            for (key, n) in rotated {
                 out(format!("{key}: re-encrypted {n} version{}\n", if n == 1 { "" } else { "s" }).as_bytes())?;
             }
         }
@@ -252,6 +350,15 @@ fn keyring_add(store: &StoreConfig) -> Result<u8, CliError> {
         )));
     }
     let key_file = match store.key_file() {
+        // Never create one here: a new key would make an existing store
+        // unreadable (and opening the store refuses it too).
+        Some(path) if !path.exists() => {
+            return Err(CliError::error(format!(
+                "the master key file {} does not exist: restore it from your backup, or open the store once to \
+                 create it; `keyring add` only adds a generation to an existing key file",
+                path.display()
+            )));
+        }
         Some(path) => path,
         None if store.has_master_key() => {
             return Err(CliError::error(

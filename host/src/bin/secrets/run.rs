@@ -7,7 +7,8 @@
 //! secrets exist). SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the
 //! child. When the child exits, or is killed by a signal, the files are
 //! removed and `secrets` exits with the child's code (128+N for signal N).
-//! Only a SIGKILL of `secrets` itself leaves the files behind.
+//! Only a SIGKILL of `secrets` itself leaves the files behind; the next
+//! `run` removes such directories of dead processes.
 //!
 //! The child does not inherit the store's own credentials
 //! (`SECRETS_MASTER_KEY`, `SECRETS_STORE`, `BAO_TOKEN`, `VAULT_TOKEN`, the
@@ -63,8 +64,51 @@ fn io(what: &Path, e: std::io::Error) -> CliError {
     CliError::error(format!("{}: {e}", what.display()))
 }
 
+/// The prefix of the directories `run` makes under the default base:
+/// `secrets-run-<pid>-<random>`.
+const RUN_DIR_PREFIX: &str = "secrets-run-";
+
+/// Removes directories that earlier `run`s left under `base` because they
+/// were killed with SIGKILL: ours (same owner), and whose process is gone.
+fn clean_stale_dirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RUN_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == secrets_host::cache::effective_uid());
+        if ours && !process_alive(pid) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether a process with this pid exists (`kill(pid, 0)`).
+#[allow(unsafe_code, reason = "kill(2) with signal 0 sends nothing")]
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 fn prepare_dir(requested: Option<&Path>) -> Result<MountDir, CliError> {
     let private = |p: &Path| fs::DirBuilder::new().mode(0o700).create(p);
+    // The child gets the path in SECRETS_DIR: make it absolute, so it means
+    // the same wherever the child changes directory.
+    let requested = match requested {
+        Some(p) => Some(std::path::absolute(p).map_err(|e| io(p, e))?),
+        None => None,
+    };
+    let requested = requested.as_deref();
     match requested {
         Some(p) if p.exists() => {
             let meta = fs::metadata(p).map_err(|e| io(p, e))?;
@@ -86,7 +130,9 @@ fn prepare_dir(requested: Option<&Path>) -> Result<MountDir, CliError> {
         None => {
             let mut nonce = [0u8; 8];
             getrandom::fill(&mut nonce).map_err(|e| CliError::error(format!("no randomness: {e}")))?;
-            let p = default_base().join(format!("secrets-run-{}-{}", std::process::id(), hex::encode(nonce)));
+            let base = default_base();
+            clean_stale_dirs(&base);
+            let p = base.join(format!("{RUN_DIR_PREFIX}{}-{}", std::process::id(), hex::encode(nonce)));
             private(&p).map_err(|e| io(&p, e))?;
             Ok(MountDir { path: p, created: true, files: vec![], dirs: vec![] })
         }
@@ -121,6 +167,14 @@ pub fn run(secrets: &Secrets, scope: &Scope, store: &StoreConfig, args: RunArgs)
         .map_err(|e| CliError::error(format!("cannot handle signals: {e}")))?;
     let resolved = secrets.resolve(scope, &args.instance)?;
     let (env, mounts) = (resolved.env, resolved.mounts);
+    if env.is_empty() && mounts.is_empty() {
+        // Every type becomes env or a file: the instance has no secrets.
+        eprintln!(
+            "warning: instance {:?} has no secrets (tenant {:?}); starting the command without any",
+            args.instance,
+            scope.name()
+        );
+    }
     let mut dir = prepare_dir(args.mount_dir.as_deref())?;
     for m in &mounts {
         write_mount(&mut dir, m)?;
@@ -145,9 +199,13 @@ pub fn run(secrets: &Secrets, scope: &Scope, store: &StoreConfig, args: RunArgs)
     }
 
     let handle = signals.handle();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| CliError::error(format!("cannot run {:?}: {e}", args.command[0])))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.raw_os_error() == Some(libc::E2BIG) {
+            too_big(&cmd)
+        } else {
+            CliError::error(format!("cannot run {:?}: {e}", args.command[0]))
+        }
+    })?;
     drop(cmd);
     drop(env);
     let pid = child.id() as libc::pid_t;
@@ -168,6 +226,34 @@ pub fn run(secrets: &Secrets, scope: &Scope, store: &StoreConfig, args: RunArgs)
     drop(dir);
     let status = status?;
     Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The error for an `execve` refused with E2BIG: what is too large, and
+/// the limit.
+#[allow(unsafe_code, reason = "sysconf(3) has no memory-safety preconditions")]
+fn too_big(cmd: &Command) -> CliError {
+    use std::os::unix::ffi::OsStrExt;
+    // As the kernel counts: each string with its NUL, plus a pointer each.
+    let pointer = std::mem::size_of::<usize>();
+    let mut env_bytes = 0usize;
+    for (name, value) in std::env::vars_os().filter(|(n, _)| !cmd.get_envs().any(|(m, _)| m == n)) {
+        env_bytes += name.len() + value.len() + 2 + pointer;
+    }
+    for (name, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            env_bytes += name.len() + value.len() + 2 + pointer;
+        }
+    }
+    let arg_bytes: usize =
+        std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.as_bytes().len() + 1 + pointer).sum();
+    // SAFETY: sysconf only reads a constant.
+    let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    CliError::error(format!(
+        "the environment is too large to start {:?}: {env_bytes} bytes of environment and {arg_bytes} of arguments, \
+         over the kernel's limit ({arg_max} bytes in all, and 131072 for any one variable); mount large secrets as \
+         files (--type file) instead of env",
+        cmd.get_program()
+    ))
 }
 
 /// Blocks until the child has exited, leaving it a zombie to reap.
