@@ -19,7 +19,8 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@cases $make;
             vault_semantics, rollback_on_drop, read_your_writes, binary_and_empty_values,
-            values_at_the_limit, failed_call_rolls_back, concurrent_writers_never_lose_a_version,
+            values_at_the_limit, failed_call_rolls_back, every_failing_operation_rolls_back,
+            concurrent_writers_never_lose_a_version,
             tenant_prefixing, rotate_keeps_plaintext, errors_do_not_leak_values);
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -293,4 +294,121 @@ pub fn errors_do_not_leak_values(backend: Arc<dyn Backend>) {
     let err = failing.set(&scope, SetRequest::new("web", "K", SecretType::Env, canary)).unwrap_err();
     assert!(matches!(err, Error::Vault(_)), "{err:?}");
     assert!(!format!("{err} {err:?}").contains(canary));
+}
+
+/// A backend whose transactions fail their `fail_at`-th vault operation
+/// (any of store, retrieve, delete, rotate; counted from 0).
+pub struct OpFaultBackend {
+    inner: Arc<dyn Backend>,
+    fail_at: usize,
+}
+
+struct OpFaultTxn {
+    inner: Box<dyn Transaction>,
+    seen: usize,
+    fail_at: usize,
+}
+
+impl OpFaultTxn {
+    fn step(&mut self) -> Result<(), VaultError> {
+        self.seen += 1;
+        if self.seen - 1 == self.fail_at {
+            return Err(VaultError::Unavailable(format!("injected failure at operation {}", self.fail_at)));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for OpFaultBackend {
+    fn begin(&self, access: Access, lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
+        Ok(Box::new(OpFaultTxn { inner: self.inner.begin(access, lock_scope)?, seen: 0, fail_at: self.fail_at }))
+    }
+    fn describe(&self) -> String {
+        format!("op-fault({})", self.inner.describe())
+    }
+}
+
+impl Vault for OpFaultTxn {
+    fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        self.step()?;
+        self.inner.store(key, value)
+    }
+    fn retrieve(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        self.step()?;
+        self.inner.retrieve(key)
+    }
+    fn delete(&mut self, key: &str) -> Result<(), VaultError> {
+        self.step()?;
+        self.inner.delete(key)
+    }
+    fn rotate(&mut self, key: &str) -> Result<(), VaultError> {
+        self.step()?;
+        self.inner.rotate(key)
+    }
+}
+
+impl Transaction for OpFaultTxn {
+    fn commit(self: Box<Self>) -> Result<(), VaultError> {
+        self.inner.commit()
+    }
+}
+
+/// Everything an instance holds, as the API shows it: each key's versions
+/// with their metadata and values.
+type Dump = Vec<(secrets_host::SecretMeta, Vec<u8>)>;
+
+fn dump(s: &secrets_host::Secrets, scope: &Scope, instance: &str) -> Dump {
+    let mut out = Vec::new();
+    for meta in s.list(scope, instance).unwrap() {
+        for version in s.versions(scope, instance, &meta.key).unwrap() {
+            let value = s.get_version(scope, instance, &version.key, version.version).unwrap();
+            out.push((version, value.value.expose().to_vec()));
+        }
+    }
+    out
+}
+
+/// Failing the k-th vault operation of a call, for every k the call
+/// reaches (set of a new key, set with pruning, delete, rotate, rotate of
+/// a whole instance), leaves every version of every key exactly as it was.
+pub fn every_failing_operation_rolls_back(backend: Arc<dyn Backend>) {
+    let limits = Limits { max_versions_per_key: 2, ..Limits::default() };
+    type Call = fn(&secrets_host::Secrets, &Scope) -> Result<(), Error>;
+    // (name, call, whether it changes what the API shows: a rotation
+    // re-protects values and changes none).
+    let calls: [(&str, Call, bool); 6] = [
+        ("set a new key", |s, t| s.set(t, SetRequest::new("web", "NEW", SecretType::Env, "n")).map(drop), true),
+        ("set with pruning", |s, t| s.set(t, SetRequest::new("web", "A", SecretType::Env, "a3")).map(drop), true),
+        ("set a file", |s, t| s.set(t, SetRequest::new("web", "f.conf", SecretType::File, "f2")).map(drop), true),
+        ("delete", |s, t| s.delete(t, "web", "A"), true),
+        ("rotate", |s, t| s.rotate(t, "web", "A").map(drop), false),
+        ("rotate the instance", |s, t| s.rotate_instance(t, "web").map(drop), false),
+    ];
+    for (name, call, changes) in calls {
+        let scope = Scope::tenant(&unique("opfault")).unwrap();
+        let good = crate::common::service_with(backend.clone(), limits);
+        for (key, kind, value) in
+            [("A", SecretType::Env, "a1"), ("A", SecretType::Env, "a2"), ("B", SecretType::Env, "b1"), ("f.conf", SecretType::File, "f1")]
+        {
+            good.set(&scope, SetRequest::new("web", key, kind, value)).unwrap();
+        }
+        let before = dump(&good, &scope, "web");
+        let mut k = 0;
+        loop {
+            assert!(k < 500, "{name}: still failing after {k} operations");
+            let faulty = crate::common::service_with(Arc::new(OpFaultBackend { inner: backend.clone(), fail_at: k }), limits);
+            match call(&faulty, &scope) {
+                Err(Error::Vault(VaultError::Unavailable(m))) if m.contains("injected failure") => {
+                    assert_eq!(dump(&good, &scope, "web"), before, "{name}: failing operation {k} changed the store");
+                }
+                Err(other) => panic!("{name}: operation {k}: unexpected {other:?}"),
+                // The call made fewer than k + 1 operations: all were tried.
+                Ok(()) => break,
+            }
+            k += 1;
+        }
+        assert!(k >= 2, "{name}: the call made {k} operations");
+        eprintln!("{}: {name}: failed each of its {k} vault operations in turn", backend.describe());
+        assert_eq!(dump(&good, &scope, "web") != before, changes, "{name}: the unfailed call's effect");
+    }
 }
