@@ -685,3 +685,70 @@ fn run_details() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("environment is too large") && err.contains("bytes"), "{err}");
 }
+
+/// A canary in every secret type goes through every command, errors
+/// included, with logs at their most verbose: it appears only where the
+/// value is meant to go (`get` of that key, the env of `inject` and `run`).
+#[test]
+fn canaries_appear_only_where_the_value_is_meant_to_go() {
+    let env = Env::new();
+    let canary = |kind: &str| format!("CANARY{kind}7f3a9c");
+    let key_pem = String::from_utf8(crate::common::fixture("rsa-pkcs1-key.pem")).unwrap();
+    // The private key's canary: a run of its base64 body.
+    let tls_canary = key_pem.lines().nth(5).unwrap().to_string();
+    let registry = format!(r#"{{"auths":{{"ghcr.io":{{"username":"u","password":"{}"}}}}}}"#, canary("reg"));
+    let tls = crate::common::tls_bundle("rsa-cert.pem", "rsa-pkcs1-key.pem");
+    let traced = |args: &[&str], stdin: &[u8]| {
+        let mut c = env.cmd(args);
+        c.env("RUST_LOG", "trace").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let all = [canary("env"), canary("file"), canary("reg"), tls_canary.clone()];
+    // (args, stdin, canaries allowed on stdout)
+    let cases: Vec<(Vec<&str>, Vec<u8>, Vec<String>)> = vec![
+        (vec!["set", "web", "ENV_K", "--type", "env"], canary("env").into_bytes(), vec![]),
+        (vec!["set", "web", "f.conf", "--type", "file"], canary("file").into_bytes(), vec![]),
+        (vec!["set", "web", "ghcr", "--type", "registry"], registry.clone().into_bytes(), vec![]),
+        (vec!["set", "web", "cert", "--type", "tls"], tls.clone(), vec![]),
+        // Refused values that carry a canary.
+        (vec!["set", "web", "BAD", "--type", "env"], format!("{}\0", canary("env")).into_bytes(), vec![]),
+        (vec!["set", "web", "bad-reg", "--type", "registry"], format!("{{\"{}\":1}}", canary("reg")).into_bytes(), vec![]),
+        (vec!["set", "web", "bad-tls", "--type", "tls"], format!("-----BEGIN {}-----", tls_canary).into_bytes(), vec![]),
+        (vec!["set", "web", "ENV_K", "--type", "file"], canary("file").into_bytes(), vec![]),
+        (vec!["list", "web"], vec![], vec![]),
+        (vec!["list", "web", "--json"], vec![], vec![]),
+        (vec!["versions", "web", "ghcr"], vec![], vec![]),
+        (vec!["versions", "web", "cert", "--json"], vec![], vec![]),
+        (vec!["get", "web", "ENV_K"], vec![], vec![canary("env")]),
+        (vec!["get", "web", "cert"], vec![], vec![tls_canary.clone()]),
+        (vec!["get", "web", "missing"], vec![], vec![]),
+        (vec!["inject", "web"], vec![], vec![canary("env")]),
+        (vec!["inject", "web", "--format", "json"], vec![], vec![canary("env")]),
+        (vec!["inject", "web", "--format", "shell"], vec![], vec![canary("env")]),
+        (vec!["run", "web", "--", "true"], vec![], vec![]),
+        (vec!["rotate", "web", "--all"], vec![], vec![]),
+        (vec!["rotate", "web", "ghcr"], vec![], vec![]),
+        (vec!["keyring", "add"], vec![], vec![]),
+        (vec!["keyring", "rotate-all"], vec![], vec![]),
+        (vec!["delete", "web", "f.conf"], vec![], vec![]),
+    ];
+    for (args, stdin, allowed) in &cases {
+        let o = traced(args, stdin);
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        for c in &all {
+            assert!(!err.contains(c.as_str()), "{args:?}: stderr holds {c}:\n{err}");
+            if !allowed.contains(c) {
+                assert!(!out.contains(c.as_str()), "{args:?}: stdout holds {c}:\n{out}");
+            }
+        }
+        for c in allowed {
+            assert!(out.contains(c.as_str()), "{args:?}: the value is where it should be");
+        }
+    }
+    // The logs were on: the calls' spans were written, with their fields.
+    let o = traced(&["get", "web", "ENV_K"], b"");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(r#"get{tenant="default" instance="web" key="ENV_K"}"#), "{err}");
+}

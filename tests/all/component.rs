@@ -403,3 +403,34 @@ fn a_trap_after_vault_writes_rolls_them_back() {
     assert_eq!((got.meta.version, got.value.expose()), (1, &b"old"[..]));
     assert_eq!(s.versions(&t, "web-1", "A").unwrap().len(), 1);
 }
+
+/// `Debug` of every public type that can hold a secret or a credential
+/// shows none.
+#[test]
+fn debug_of_public_types_shows_no_secret() {
+    use secrets_host::backends::StoreConfig;
+    use secrets_host::backends::sealed::Keyring;
+    let canary = "CANARY-debug-4b1d";
+    let value = secrets_host::SecretValue::from(canary);
+    let (s, t) = setup();
+    s.set(&t, SetRequest::new("web-1", "E", SecretType::Env, canary)).unwrap();
+    s.set(&t, SetRequest::new("web-1", "f", SecretType::File, canary)).unwrap();
+    let resolved = s.resolve(&t, "web-1").unwrap();
+    let key = "c4".repeat(32);
+    let shown = [
+        format!("{value:?}"),
+        format!("{:?}", SetRequest::new("web-1", "E", SecretType::Env, canary)),
+        format!("{:?}", s.get(&t, "web-1", "E").unwrap()),
+        format!("{resolved:?}"),
+        format!("{:?}", s.inject(&t, "web-1").unwrap()),
+        format!("{s:?}"),
+        format!("{:?}", Keyring::from_spec(&key).unwrap()),
+        format!("{:?}", StoreConfig::parse(&format!("postgres://u:{canary}@h/db?password={canary}")).unwrap()),
+        format!("{:?}", StoreConfig::parse("openbao+http://h:1/secret?token_env=T").unwrap()),
+        format!("{:?}", Error::Vault(secrets_host::VaultError::Other("x".into()))),
+    ];
+    for text in &shown {
+        assert!(!text.contains(canary) && !text.contains(&key), "{text}");
+    }
+    assert!(shown[3].contains("REDACTED"), "{}", shown[3]);
+}

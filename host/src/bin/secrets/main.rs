@@ -72,6 +72,17 @@ fn main() -> ExitCode {
     // Before anything is read: no core dumps, no ptrace or /proc/PID/mem,
     // environ or fd access for other processes of the same user.
     hardening::make_non_dumpable();
+    // Logs only when asked for (RUST_LOG=debug, =trace, ...), on stderr.
+    // Spans leave out every argument that carries a secret.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            // One line per call when it ends, with its fields and timing.
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .try_init();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // clap repeats an unknown argument; it may be a secret typed on the
