@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod component;
 mod conformance;
+mod crash;
 mod memory;
 mod openbao;
 mod postgres;

@@ -654,3 +654,14 @@ mod sealed_suite {
 
     crate::sealed_tests!(TestSchema::new("sealed"));
 }
+
+/// Writers SIGKILLed at random moments, 20 rounds: no acknowledged version
+/// is lost, versions stay gapless (see crash.rs).
+#[test]
+fn killed_writers_lose_no_acknowledged_version() {
+    let schema = TestSchema::new("crash");
+    let n = crate::crash::kill_writers_at_random(&schema.url(), || {
+        connect(&schema.url(), Keyring::from_spec(crate::crash::MASTER_KEY).unwrap())
+    });
+    eprintln!("postgres: {} rounds, {n} acknowledged sets checked", crate::crash::ROUNDS);
+}
