@@ -97,13 +97,12 @@ proptest! {
 
     #[test]
     fn record_decoding_fails_cleanly_as_corrupt(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        for result in [
+        let errors = [
             records::decode::<KeyRecord>("key", &bytes).err(),
             records::decode::<IndexRecord>("index", &bytes).err(),
-        ] {
-            if let Some(e) = result {
-                prop_assert!(matches!(e, Error::Vault(VaultError::Corrupt(_))), "{:?}", e);
-            }
+        ];
+        for e in errors.into_iter().flatten() {
+            prop_assert!(matches!(e, Error::Vault(VaultError::Corrupt(_))), "{:?}", e);
         }
     }
 
