@@ -43,6 +43,12 @@ impl MemoryBackend {
         self.committed.lock().len()
     }
 
+    /// The committed keys, in order (for tests: they show where writes
+    /// landed).
+    pub fn keys(&self) -> Vec<String> {
+        self.committed.lock().keys().cloned().collect()
+    }
+
     /// Whether nothing is committed (for tests).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
