@@ -752,3 +752,42 @@ fn canaries_appear_only_where_the_value_is_meant_to_go() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(r#"get{tenant="default" instance="web" key="ENV_K"}"#), "{err}");
 }
+
+/// A read-only data directory can still be read (`get`, `list`, `inject`,
+/// `run`), while a write says why it cannot. Needs root to make a
+/// read-only bind mount in a mount namespace of its own (`unshare`).
+#[test]
+fn a_read_only_data_directory_can_be_read() {
+    if secrets_host::cache::effective_uid() != 0 || !Path::new("/usr/bin/unshare").exists() {
+        eprintln!("needs root and unshare for a read-only bind mount; not checked");
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["set", "web", "K", "--type", "env"], b"v1");
+    let data = env.db().parent().unwrap().to_owned();
+    let in_read_only = |args: &str| {
+        let script = format!(
+            "mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {BIN} {args}",
+            d = data.display()
+        );
+        let mut c = Command::new("/usr/bin/unshare");
+        c.args(["-m", "sh", "-c", &script]).env_clear();
+        for (k, v) in env.cmd(&[]).get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    let o = in_read_only("get web K");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, b"v1");
+    for args in ["list web", "inject web", "versions web K", "run web -- true"] {
+        let o = in_read_only(args);
+        assert!(o.status.success(), "{args}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = in_read_only("rotate web K");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.lines().count() == 1, "{err}");
+    assert!(!data.join("secrets.db-shm").exists(), "nothing was created beside the store");
+}

@@ -63,6 +63,12 @@ const MAX_IDLE: usize = 8;
 /// Entries re-sealed per write transaction by `rotate_all`: SQLite has one
 /// write lock, so other writers wait for each batch.
 const ROTATE_BATCH: usize = 200;
+/// Why a read-only open was refused: the store must be written first.
+const NEEDS_A_WRITE: &str =
+    "needs a schema upgrade or the key check of a new master key generation, which only a write can add";
+/// What a `file:` URI must escape in a path.
+const URI_PATH: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'%').add(b'?').add(b'#').add(b'"').add(b'<').add(b'>');
 /// `PRAGMA application_id` of a secrets store ("SCRT"): tells our files
 /// from other applications' SQLite databases.
 const APPLICATION_ID: i32 = 0x5343_5254;
@@ -96,6 +102,10 @@ pub struct SqliteConfig {
     /// The database file (relative paths are taken from the working
     /// directory when the store is opened).
     pub path: PathBuf,
+    /// Open an existing store for reading only: no file, journal or key is
+    /// created and nothing is written, so a read-only data directory can
+    /// still be read. A store that does not exist yet is created as usual.
+    pub read_only: bool,
 }
 
 impl SqliteConfig {
@@ -124,6 +134,8 @@ struct Shared {
     idle: Mutex<Vec<Connection>>,
     /// In-process writer queue (SQLite's own lock covers other processes).
     writer: Arc<Mutex<()>>,
+    /// Opened for reading only.
+    read_only: bool,
 }
 
 const _: () = {
@@ -142,6 +154,7 @@ impl SqliteBackend {
         // store, and must not get a key file or a journal beside it.
         regular_or_absent(path, "the store")?;
         regular_or_absent(&key_file, "the master key file")?;
+        let read_only = config.read_only && fs::metadata(path).is_ok_and(|m| m.len() > 0);
         let keyring = match Keyring::from_env()? {
             Some(keyring) => keyring,
             // A fresh key would make an existing store unreadable and leave
@@ -153,28 +166,53 @@ impl SqliteBackend {
                     key_file.display()
                 )));
             }
+            None if read_only => Keyring::load_or_create(&key_file)?,
             None => {
                 create_parent(path)?;
                 Keyring::load_or_create(&key_file)?
             }
         };
-        Self::open(path, keyring)
+        if !read_only {
+            return Self::open(path, keyring);
+        }
+        match Self::open_read_only(path, keyring.clone()) {
+            // The store needs a write first (a new key generation's check,
+            // a migration): make it, where the directory allows.
+            Err(VaultError::Rejected(m)) if m.contains(NEEDS_A_WRITE) => Self::open(path, keyring),
+            other => other,
+        }
+    }
+
+    /// Opens an existing store for reading only (see
+    /// [`SqliteConfig::read_only`]): write transactions are refused, and a
+    /// store that needs a migration or a new key check is refused with a
+    /// message saying a write command must run first.
+    pub fn open_read_only(path: &Path, keyring: Keyring) -> Result<Self, VaultError> {
+        Self::open_with(path, keyring, true)
     }
 
     /// Opens (creating if needed) the store at `path` with `keyring`:
     /// migrates the schema and checks that the keyring matches the store.
     pub fn open(path: &Path, keyring: Keyring) -> Result<Self, VaultError> {
+        Self::open_with(path, keyring, false)
+    }
+
+    fn open_with(path: &Path, keyring: Keyring, read_only: bool) -> Result<Self, VaultError> {
         let path = std::path::absolute(path)
             .map_err(|e| VaultError::Rejected(format!("sqlite path {}: {e}", path.display())))?;
         regular_or_absent(&path, "the store")?;
-        create_parent(&path)?;
         let store: Arc<str> = format!("sqlite:{}", path.display()).into();
-        // Create the file private before SQLite does; SQLite gives the -wal
-        // and -shm files the mode of the database file.
-        match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(VaultError::Unavailable(format!("{store}: cannot create the database file: {e}"))),
+        if !read_only {
+            create_parent(&path)?;
+            // Create the file private before SQLite does; SQLite gives the
+            // -wal and -shm files the mode of the database file.
+            match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(VaultError::Unavailable(format!("{store}: cannot create the database file: {e}")));
+                }
+            }
         }
         let shared = Arc::new(Shared {
             path,
@@ -182,9 +220,10 @@ impl SqliteBackend {
             keyring: Arc::new(keyring),
             idle: Mutex::new(Vec::new()),
             writer: Arc::new(Mutex::new(())),
+            read_only,
         });
         let conn = shared.connect()?;
-        initialise(&conn, &shared.keyring, &shared.store)?;
+        initialise(&conn, &shared.keyring, &shared.store, read_only)?;
         shared.give_back(conn);
         Ok(SqliteBackend { shared })
     }
@@ -198,6 +237,9 @@ impl SqliteBackend {
     /// writes (after this process's earlier writers), deferred for reads.
     fn begin_raw(&self, access: Access) -> Result<RawConn, VaultError> {
         let shared = &self.shared;
+        if shared.read_only && access == Access::Write {
+            return Err(VaultError::Rejected(format!("{}: the store was opened for reading only", shared.store)));
+        }
         let writer = match access {
             Access::Write => Some(shared.writer.try_lock_arc_for(WRITER_WAIT).ok_or_else(|| {
                 VaultError::Unavailable(format!(
@@ -241,7 +283,7 @@ impl Backend for SqliteBackend {
 impl Rotation for SqliteBackend {
     fn check_keyring(&self) -> Result<(), VaultError> {
         let conn = self.shared.take()?;
-        let checked = initialise(&conn, &self.shared.keyring, &self.shared.store);
+        let checked = initialise(&conn, &self.shared.keyring, &self.shared.store, self.shared.read_only);
         self.shared.give_back(conn);
         checked
     }
@@ -274,6 +316,9 @@ impl Shared {
             let what = what.to_owned();
             move |e| db_error(&self.store, &what, e)
         };
+        if self.read_only {
+            return self.connect_read_only();
+        }
         // No URI flag: the path is a file name, never `file:` options.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags).map_err(err("open"))?;
@@ -288,6 +333,40 @@ impl Shared {
             [("synchronous", "FULL"), ("secure_delete", "ON"), ("foreign_keys", "ON"), ("trusted_schema", "OFF")]
         {
             conn.pragma_update(None, pragma, value).map_err(err(&format!("set {pragma}")))?;
+        }
+        Ok(conn)
+    }
+
+    /// A read-only connection: no journal mode change, nothing created. A
+    /// WAL store whose directory is read-only cannot get its `-shm` file,
+    /// without which SQLite will not read it; then, since no connection has
+    /// it open (the file is removed by the last one to close), it is read
+    /// as an immutable snapshot.
+    fn connect_read_only(&self) -> Result<Connection, VaultError> {
+        let err = |what: &'static str| move |e| db_error(&self.store, what, e);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(err("open for reading"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err("set busy_timeout"))?;
+        let probe = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0));
+        let conn = match probe {
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::CannotOpen) => {
+                let shm = PathBuf::from(format!("{}-shm", self.path.display()));
+                if shm.exists() {
+                    return Err(db_error(&self.store, "open for reading", e));
+                }
+                tracing::warn!(store = %self.store, "its directory is read-only: reading it as an immutable snapshot");
+                let uri = format!(
+                    "file:{}?immutable=1",
+                    percent_encoding::utf8_percent_encode(&self.path.to_string_lossy(), URI_PATH)
+                );
+                Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                    .map_err(err("open an immutable snapshot"))?
+            }
+            Err(e) => return Err(db_error(&self.store, "open for reading", e)),
+            Ok(_) => conn,
+        };
+        for (pragma, value) in [("trusted_schema", "OFF"), ("query_only", "ON")] {
+            conn.pragma_update(None, pragma, value).map_err(|e| db_error(&self.store, "set a pragma", e))?;
         }
         Ok(conn)
     }
@@ -316,8 +395,13 @@ impl Shared {
 /// open; only when something must be written (a new store, a migration, the
 /// key check of a new generation) does a second pass run under
 /// `BEGIN IMMEDIATE`, which re-checks everything.
-fn initialise(conn: &Connection, keyring: &Keyring, store: &str) -> Result<(), VaultError> {
+fn initialise(conn: &Connection, keyring: &Keyring, store: &str, read_only: bool) -> Result<(), VaultError> {
     for write in [false, true] {
+        if write && read_only {
+            return Err(VaultError::Rejected(format!(
+                "{store} {NEEDS_A_WRITE}: run a write command (e.g. `secrets set`) with write access to the store first"
+            )));
+        }
         let begin = if write { "BEGIN IMMEDIATE" } else { "BEGIN DEFERRED" };
         conn.execute_batch(begin).map_err(|e| db_error(store, "begin the schema check", e))?;
         let result = prepare(conn, keyring, store, write);
@@ -602,7 +686,7 @@ mod tests {
         let backend = SqliteBackend::open(&db, Keyring::single([3; 32])).unwrap();
         assert!(db.parent().unwrap().is_dir(), "parent directories are created");
         assert_eq!(backend.describe(), format!("sqlite:{}", db.display()));
-        assert_eq!(SqliteConfig { path: db.clone() }.key_file(), db.with_file_name("store.db.key"));
+        assert_eq!(SqliteConfig { path: db.clone(), read_only: false }.key_file(), db.with_file_name("store.db.key"));
         let mut t = backend.begin(Access::Write, "s").unwrap();
         t.store("t/61/k", b"v").unwrap();
         t.commit().unwrap();

@@ -122,6 +122,17 @@ impl StoreConfig {
         }
     }
 
+    /// The same store for a command that only reads: an existing SQLite
+    /// store is opened read-only (so a read-only data directory can still be
+    /// read); other stores are unchanged.
+    pub fn for_reading(self) -> StoreConfig {
+        match self {
+            #[cfg(feature = "sqlite")]
+            StoreConfig::Sqlite(c) => StoreConfig::Sqlite(SqliteConfig { read_only: true, ..c }),
+            other => other,
+        }
+    }
+
     /// Opens the backend. SQLite and PostgreSQL read the master keyring from
     /// `SECRETS_MASTER_KEY` or their key file; OpenBao reads its token.
     pub fn open(&self) -> Result<Arc<dyn Backend>, VaultError> {
@@ -233,9 +244,9 @@ fn sqlite(url: &str) -> Result<SqliteConfig, VaultError> {
     let rest = url.strip_prefix("sqlite:").expect("dispatched on the scheme");
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     match rest {
-        "" => Ok(SqliteConfig { path: default_sqlite_path()? }),
+        "" => Ok(SqliteConfig { path: default_sqlite_path()?, read_only: false }),
         ":memory:" => Err(rejected("sqlite::memory: is not supported; use the memory: store")),
-        path => Ok(SqliteConfig { path: PathBuf::from(path) }),
+        path => Ok(SqliteConfig { path: PathBuf::from(path), read_only: false }),
     }
 }
 

@@ -240,6 +240,12 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
         None => store_config::default_url()?,
     };
     let store = StoreConfig::parse(&url)?;
+    // Commands that only read open the store read-only.
+    let reads = matches!(
+        cli.command,
+        Command::Get { .. } | Command::List { .. } | Command::Versions { .. } | Command::Inject { .. } | Command::Run(_)
+    );
+    let store = if reads { store.for_reading() } else { store };
     let scope = Scope::tenant(&cli.tenant)?;
     if let Command::Keyring(KeyringCommand::Add) = cli.command {
         return keyring_add(&store);
