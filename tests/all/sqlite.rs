@@ -515,3 +515,51 @@ fn killed_writers_lose_no_acknowledged_version() {
     });
     eprintln!("sqlite: {} rounds, {n} acknowledged sets checked", crate::crash::ROUNDS);
 }
+
+/// A store written by release 0.1.0 (`fixtures/store-0.1.0.db`, how it was
+/// made is in `fixtures/README.md`) is read by this build, value for value,
+/// then written, rotated onto the newest key generation, and read again.
+#[test]
+fn a_store_of_release_0_1_0_is_read_and_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/all/fixtures/store-0.1.0.db"), &db).unwrap();
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o600)).unwrap();
+    let (k1, k2) = ("1".repeat(64), "2".repeat(64));
+    let both = || Keyring::from_spec(&format!("1:{k1},2:{k2}")).unwrap();
+    let backend = open(&db, both());
+    let s = service(backend.clone());
+    let web = Scope::tenant("default").unwrap();
+    let versions: Vec<u32> = s.versions(&web, "web", "API_KEY").unwrap().iter().map(|m| m.version).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    for (v, value) in [(1, "sk_one"), (2, "sk_two"), (3, "sk_three"), (4, "sk_four")] {
+        assert_eq!(s.get_version(&web, "web", "API_KEY", v).unwrap().value.expose(), value.as_bytes());
+    }
+    let listed: Vec<(String, SecretType)> = s.list(&web, "web").unwrap().into_iter().map(|m| (m.key, m.kind)).collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("API_KEY".into(), SecretType::Env),
+            ("app.conf".into(), SecretType::File),
+            ("cert".into(), SecretType::Tls),
+            ("ghcr".into(), SecretType::Registry)
+        ]
+    );
+    assert_eq!(s.get(&web, "web", "app.conf").unwrap().value.expose(), b"listen = 8080\n");
+    assert!(s.get(&web, "web", "cert").unwrap().meta.not_after.is_some());
+    let mounts = s.mounts(&web, "web").unwrap();
+    assert!(mounts.iter().any(|m| m.path == ".docker/config.json" && m.contents.expose_str().unwrap().contains("ghp_fixture")));
+    assert_eq!(s.inject(&web, "web").unwrap()["API_KEY"].expose(), b"sk_four");
+    let acme = Scope::tenant("acme").unwrap();
+    assert_eq!(s.get(&acme, "api", "DB_URL").unwrap().value.expose(), b"postgres://acme@db/acme");
+
+    // Written by this build, rotated onto generation 2, read with it alone.
+    assert_eq!(s.set(&web, SetRequest::new("web", "API_KEY", SecretType::Env, "sk_five")).unwrap().version, 5);
+    let moved = backend.rotate_all(&mut |_, _| {}).unwrap();
+    assert_eq!(moved, 9, "the entries under generation 1");
+    drop((s, backend));
+    let s = service(open(&db, Keyring::from_spec(&format!("2:{k2}")).unwrap()));
+    assert_eq!(s.get(&web, "web", "API_KEY").unwrap().value.expose(), b"sk_five");
+    assert_eq!(s.get_version(&web, "web", "API_KEY", 1).unwrap().value.expose(), b"sk_one");
+    assert_eq!(s.get(&acme, "api", "DB_URL").unwrap().value.expose(), b"postgres://acme@db/acme");
+}
