@@ -500,7 +500,7 @@ fn concurrent_first_connects_create_the_schema_once() {
     assert_eq!(retrieve(&backends[N - 1], "t/00/shared").unwrap().as_deref(), Some(&b"v"[..]));
 }
 
-/// `from_url` takes the key from the environment or `key_file=`, and with
+/// Opening from the store URL takes the key from the environment or `key_file=`, and with
 /// neither refuses, naming both.
 #[test]
 fn from_url_needs_a_shared_key_source() {
@@ -517,7 +517,7 @@ fn from_url_needs_a_shared_key_source() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("secrets.key");
     let url = with_params(&schema.url(), &format!("key_file={}", key_file.display()));
-    let backend = PostgresBackend::from_config(&pg_config(&url)).unwrap_or_else(|e| panic!("from_url with key_file: {e}"));
+    let backend = PostgresBackend::from_config(&pg_config(&url)).unwrap_or_else(|e| panic!("open with key_file: {e}"));
     store_all(&backend, &[("t/00/k".into(), b"v".to_vec())]);
     let again = PostgresBackend::from_config(&pg_config(&url)).unwrap();
     assert_eq!(retrieve(&again, "t/00/k").unwrap().as_deref(), Some(&b"v"[..]));

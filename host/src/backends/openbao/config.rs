@@ -21,9 +21,11 @@ pub(crate) enum TokenSource {
     Default,
 }
 
-/// Where and how to reach OpenBao. Built from a store URL
-/// ([`OpenBaoConfig::from_url`]) or in code; the token is resolved only by
-/// [`OpenBaoBackend::connect`]. `Debug` never shows the token.
+/// Where and how to reach OpenBao. Built from a store URL (by
+/// [`StoreConfig::parse`](crate::backends::StoreConfig::parse)) or in code;
+/// the token is resolved only by
+/// [`OpenBaoBackend::connect`](super::OpenBaoBackend::connect). `Debug`
+/// never shows the token.
 #[derive(Clone)]
 pub struct OpenBaoConfig {
     /// `openbao+http` etc., as given (for `describe`).
