@@ -459,3 +459,34 @@ fn https_with_a_private_ca() {
     let err = OpenBaoBackend::connect(plain).unwrap_err();
     assert!(matches!(err, VaultError::Rejected(ref m) if m.contains("HTTPS")), "{err:?}");
 }
+
+/// A value written but never acknowledged (the writer died before setting
+/// `max_versions`) must not stay readable in KV history when the entry is
+/// written again: `max_versions = 1` comes before the data.
+#[test]
+fn a_rewritten_entry_keeps_no_older_version_in_kv() {
+    let config = config();
+    let raw = Raw::new(&config);
+    let backend = connect(config.clone());
+    let key = "t/00/i/01/k/02/v/1";
+    let path = backend.entry_path(key);
+    // What a writer that died after its first request leaves: data, with
+    // no max_versions on the entry.
+    assert_eq!(raw.post(&format!("{}/data/{path}", config.mount()), &serde_json::json!({"data": {"v": "b3JwaGFu"}})), 200);
+    let mut t = backend.begin(Access::Write, "t/00/01").unwrap();
+    t.store(key, b"acknowledged").unwrap();
+    t.commit().unwrap();
+    let meta = raw.metadata(&path);
+    assert_eq!(meta["max_versions"], 1, "{meta}");
+    let live: Vec<&str> = meta["versions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["destroyed"] != true && v["deletion_time"].as_str().unwrap_or("").is_empty())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(live.len(), 1, "one version left in KV: {meta}");
+    let (status, body) = raw.get(&format!("{}/data/{path}?version=1", config.mount()));
+    assert!(status == 404 || body["data"]["data"].is_null(), "the orphan version 1 is gone: {body}");
+    assert_eq!(backend.begin(Access::Read, "t/00/01").unwrap().retrieve(key).unwrap().as_deref(), Some(&b"acknowledged"[..]));
+}

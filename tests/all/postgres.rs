@@ -665,3 +665,81 @@ fn killed_writers_lose_no_acknowledged_version() {
     });
     eprintln!("postgres: {} rounds, {n} acknowledged sets checked", crate::crash::ROUNDS);
 }
+
+// ---------------------------------------------------------------------------
+// Faults: a stalled client must not freeze the store.
+
+/// The store-wide schema lock, as the backend names it.
+fn migrate_lock_key(schema: &TestSchema) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("secrets:migrate:{}", schema.name).as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().unwrap())
+}
+
+/// Runs `f` on a thread and fails if it takes longer than `limit` (the
+/// thread is left behind: it is stuck, which is the failure).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| panic!("still waiting after {limit:?}"))
+}
+
+/// A client holding the store-wide schema lock (stalled in its start-up
+/// check) freezes nobody: connecting to a store that is set up takes no
+/// lock, and reads go on. A connect that must write (a new store) waits at
+/// most `lock_timeout` and says what it waited for.
+#[test]
+fn a_stalled_client_holding_the_schema_lock_freezes_nobody() {
+    let schema = TestSchema::new("stall");
+    let scope = Scope::tenant(&unique("stall")).unwrap();
+    crate::common::service(connect(&schema.url(), test_keyring()))
+        .set(&scope, SetRequest::new("web", "K", SecretType::Env, "v"))
+        .unwrap();
+    let mut stalled = admin();
+    let mut holding = stalled.transaction().unwrap();
+    holding.execute("SELECT pg_advisory_xact_lock($1)", &[&migrate_lock_key(&schema)]).unwrap();
+
+    let url = with_params(&schema.url(), "lock_timeout=2");
+    let got = within(Duration::from_secs(20), {
+        let (url, scope) = (url.clone(), scope.clone());
+        move || {
+            let s = crate::common::service(connect(&url, test_keyring()));
+            s.get(&scope, "web", "K").unwrap().value.expose().to_vec()
+        }
+    });
+    assert_eq!(got, b"v");
+
+    let fresh = TestSchema::new("stallnew");
+    let mut other = admin();
+    let mut holding_new = other.transaction().unwrap();
+    holding_new.execute("SELECT pg_advisory_xact_lock($1)", &[&migrate_lock_key(&fresh)]).unwrap();
+    let started = Instant::now();
+    let url = with_params(&fresh.url(), "lock_timeout=1.5");
+    let err = within(Duration::from_secs(20), move || {
+        PostgresBackend::connect(&pg_config(&url), test_keyring()).err().expect("refused while the lock is held")
+    });
+    let waited = started.elapsed();
+    assert!(matches!(&err, VaultError::Unavailable(m) if m.contains("schema lock") && m.contains("lock_timeout")), "{err:?}");
+    assert!(waited >= Duration::from_millis(1400) && waited < Duration::from_secs(15), "{waited:?}");
+    holding_new.rollback().unwrap();
+    holding.rollback().unwrap();
+}
+
+/// A writer waiting on an instance lock that a stuck client holds gives up
+/// after `lock_timeout` with an error saying so.
+#[test]
+fn a_writer_behind_a_stuck_writer_gives_up_after_lock_timeout() {
+    let schema = TestSchema::new("stuckw");
+    let url = with_params(&schema.url(), "lock_timeout=1");
+    let backend = connect(&url, test_keyring());
+    let mut stuck = backend.begin(Access::Write, "t/00/same-instance").unwrap();
+    stuck.store("t/00/x", b"held").unwrap();
+    let started = Instant::now();
+    let err = backend.begin(Access::Write, "t/00/same-instance").err().expect("the second writer gives up");
+    assert!(matches!(&err, VaultError::Unavailable(m) if m.contains("lock_timeout")), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    drop(stuck);
+    backend.begin(Access::Write, "t/00/same-instance").unwrap();
+}

@@ -14,6 +14,10 @@
 //!   lower-case letters, digits and `_`. Default: the connection's
 //!   `search_path` (usually `public`).
 //! - `pool_size=N`: at most N connections per process (default 10).
+//! - `lock_timeout=SECS`: the longest any call waits for a lock another
+//!   client holds (default 30): an instance's writer lock, or the
+//!   store-wide schema lock; then it fails with [`VaultError::Unavailable`]
+//!   saying so.
 //!
 //! This build connects without TLS (`sslmode=require` fails): reach the
 //! server over loopback, a Unix socket or a tunnel.
@@ -42,9 +46,13 @@
 //!   that shares no generation with the store, one whose key does not open
 //!   the check of its generation, or one lacking a generation that entries
 //!   are still sealed under (run rotate-all before retiring a generation).
-//! - **Schema versioning.** The schema carries a version number; connecting
-//!   migrates it forward under an advisory lock (so replicas starting at
-//!   once do not race) and refuses a schema newer than this build knows.
+//! - **Schema versioning.** The schema carries a version number.
+//!   Connecting first checks schema and keyring in a read-only snapshot
+//!   without any lock; only when something must be written (a new store, a
+//!   migration, the key check of a new generation) does it take a
+//!   store-wide advisory lock (so replicas starting at once do not race),
+//!   waiting at most `lock_timeout`. A schema newer than this build knows is
+//!   refused.
 //! - **Key rotation.** [`Backend::rotate_all`] checks the keyring again,
 //!   then re-seals every row under an older generation, in batches of
 //!   [`ROTATE_BATCH`] rows, each batch its own transaction; rows being
@@ -77,6 +85,9 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Rows re-sealed (and row-locked) per transaction by rotate-all.
 pub const ROTATE_BATCH: usize = 100;
+
+/// How long a call waits for a lock unless the URL says `lock_timeout=`.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections per process unless the URL says `pool_size=N`.
 pub const DEFAULT_POOL_SIZE: usize = 10;
@@ -140,6 +151,9 @@ pub struct PostgresConfig {
     pub schema: Option<String>,
     /// `pool_size=`: connections per process.
     pub pool_size: usize,
+    /// `lock_timeout=SECS`: the longest a call waits for a lock another
+    /// client holds (an instance's writer lock, the schema lock).
+    pub lock_timeout: Duration,
 }
 
 /// `Debug` shows the redacted URL only.
@@ -150,6 +164,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("key_file", &self.key_file)
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
+            .field("lock_timeout", &self.lock_timeout)
             .finish()
     }
 }
@@ -234,6 +249,8 @@ struct Pool {
     sql: Sql,
     described: Arc<str>,
     max: usize,
+    /// How long any lock wait may last (`lock_timeout`).
+    lock_timeout: Duration,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -289,8 +306,25 @@ impl Pool {
         self.freed.notify_one();
     }
 
+    /// A new connection, with this store's bound on lock waits.
     fn connect_client(&self) -> Result<Client, VaultError> {
-        self.config.connect(NoTls).map_err(|e| self.error("connecting", &e))
+        let mut client = self.config.connect(NoTls).map_err(|e| self.error("connecting", &e))?;
+        client
+            .batch_execute(&format!("SET lock_timeout = {}", self.lock_timeout.as_millis()))
+            .map_err(|e| self.error("setting lock_timeout", &e))?;
+        Ok(client)
+    }
+
+    /// Refuses a schema newer than this build knows.
+    fn known_version(&self, version: i32) -> Result<(), VaultError> {
+        if version > SCHEMA_VERSION {
+            return Err(VaultError::Rejected(format!(
+                "{}: the database schema is at version {version}, newer than this build knows ({SCHEMA_VERSION}); \
+                 upgrade the secrets host before connecting it to this store",
+                self.described
+            )));
+        }
+        Ok(())
     }
 
     fn open_conn(&self) -> Result<Conn, VaultError> {
@@ -306,6 +340,13 @@ impl Pool {
         match e.as_db_error() {
             Some(db) => {
                 let code = db.code().code();
+                if code == "55P03" {
+                    return VaultError::Unavailable(format!(
+                        "{}: {what}: another client held the lock for {} s (lock_timeout=); it may be stuck",
+                        self.described,
+                        self.lock_timeout.as_secs_f64()
+                    ));
+                }
                 let msg = format!("{}: {what}: {} {code}: {}", self.described, db.severity(), db.message());
                 // Connection problems, resource exhaustion, shutdowns, lock
                 // timeouts, serialisation failures and deadlocks: try again.
@@ -358,6 +399,7 @@ impl PostgresBackend {
             sql: Sql::new(config.schema.clone()),
             described: described.into(),
             max: config.pool_size,
+            lock_timeout: config.lock_timeout,
             state: Mutex::new(PoolState { idle: Vec::new(), open: 0 }),
             freed: Condvar::new(),
         });
@@ -373,9 +415,22 @@ impl PostgresBackend {
         let pool = &self.pool;
         let sql = &pool.sql;
         let mut client = pool.connect_client()?;
+        // Usually everything is in place: then nothing is written and no
+        // store-wide lock is taken, so a stalled client holding that lock
+        // cannot stop anyone else's start.
+        if self.ready(&mut client)? {
+            return Ok(());
+        }
+        // A connection of its own for the locked pass: this one has looked
+        // the tables up, and its catalog cache would not see tables another
+        // replica creates while we wait for the lock.
+        drop(client);
+        let mut client = pool.connect_client()?;
         let mut txn = client.transaction().map_err(|e| pool.error("starting the schema migration", &e))?;
         let err = |e: postgres::Error| pool.error("checking the schema", &e);
-        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&sql.migrate_lock()]).map_err(err)?;
+        // Bounded by the connection's lock_timeout.
+        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&sql.migrate_lock()])
+            .map_err(|e| pool.error("waiting for the store-wide schema lock", &e))?;
 
         // DDL only when something is missing, so that a role without CREATE
         // rights can use a store that is already set up.
@@ -402,13 +457,7 @@ impl PostgresBackend {
             .map_err(err)?
             .map(|row| row.get(0))
             .unwrap_or(0);
-        if version > SCHEMA_VERSION {
-            return Err(VaultError::Rejected(format!(
-                "{}: the database schema is at version {version}, newer than this build knows ({SCHEMA_VERSION}); \
-                 upgrade the secrets host before connecting it to this store",
-                pool.described
-            )));
-        }
+        pool.known_version(version)?;
         for i in version as usize..MIGRATIONS.len() {
             txn.batch_execute(&sql.migration(i))
                 .map_err(|e| pool.error(&format!("migrating the schema to version {}", i + 1), &e))?;
@@ -425,6 +474,46 @@ impl PostgresBackend {
         txn.commit().map_err(|e| pool.error("committing the schema migration", &e))?;
         drop(client);
         Ok(())
+    }
+
+    /// Whether the store is set up for this build and this keyring, read in
+    /// a read-only snapshot without any lock: the schema at this build's
+    /// version, and the keyring matching the store with the key check of
+    /// its newest generation in place. A wrong keyring or a newer schema is
+    /// refused here already.
+    fn ready(&self, client: &mut Client) -> Result<bool, VaultError> {
+        let pool = &self.pool;
+        let sql = &pool.sql;
+        let err = |e: postgres::Error| pool.error("checking the schema", &e);
+        let mut txn = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(err)?;
+        let ready = (|| {
+            let exists: bool =
+                txn.query_one("SELECT to_regclass($1) IS NOT NULL", &[&sql.version]).map_err(err)?.get(0);
+            if !exists {
+                return Ok(false);
+            }
+            let version: i32 = txn
+                .query_opt(&format!("SELECT version FROM {} WHERE id", sql.version), &[])
+                .map_err(err)?
+                .map(|row| row.get(0))
+                .unwrap_or(0);
+            pool.known_version(version)?;
+            if version < SCHEMA_VERSION {
+                return Ok(false);
+            }
+            let rows = &mut KeyCheckTable { client: &mut txn, sql, pool };
+            Ok(sealed::check_keyring(rows, &self.keyring, KEY_CHECK, &pool.described)? == KeyringCheck::Matches)
+        })();
+        // Ended here, not on drop (which defers the ROLLBACK): the locked
+        // pass that may follow must start a transaction of its own, with a
+        // fresh snapshot.
+        txn.rollback().map_err(err)?;
+        ready
     }
 
     /// Starts a transaction on a pooled connection; a reused connection that

@@ -30,7 +30,7 @@ use crate::backends::openbao::{
     config::{clean_path, parse_seconds},
 };
 #[cfg(feature = "postgres")]
-use crate::backends::postgres::{DEFAULT_POOL_SIZE, PostgresBackend, PostgresConfig};
+use crate::backends::postgres::{DEFAULT_LOCK_TIMEOUT, DEFAULT_POOL_SIZE, PostgresBackend, PostgresConfig};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::backends::sealed::MASTER_KEY_ENV;
 #[cfg(feature = "sqlite")]
@@ -266,6 +266,7 @@ fn postgres(url: &str) -> Result<PostgresConfig, VaultError> {
         key_file: None,
         schema: None,
         pool_size: DEFAULT_POOL_SIZE,
+        lock_timeout: DEFAULT_LOCK_TIMEOUT,
     };
     let mut kept = Vec::new();
     for p in params {
@@ -285,6 +286,7 @@ fn postgres(url: &str) -> Result<PostgresConfig, VaultError> {
                 }
                 config.schema = Some(name);
             }
+            "lock_timeout" => config.lock_timeout = seconds(&redacted, p.name, &p.value)?,
             "pool_size" => {
                 config.pool_size = match p.value.parse::<usize>() {
                     Ok(n) if (1..=1000).contains(&n) => n,
@@ -296,6 +298,15 @@ fn postgres(url: &str) -> Result<PostgresConfig, VaultError> {
     }
     config.conn_url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
     Ok(config)
+}
+
+/// A positive number of seconds (fractions allowed), at most a day.
+#[cfg(feature = "postgres")]
+fn seconds(redacted: &str, name: &str, value: &str) -> Result<std::time::Duration, VaultError> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => Err(rejected(format!("{redacted}: {name}= must be a number of seconds from 0 to 86400"))),
+    }
 }
 
 /// `openbao+http(s)://HOST:PORT/MOUNT?params` (or `vault+...`); the

@@ -25,10 +25,21 @@ struct Errors {
     errors: Vec<String>,
 }
 
-/// The server's error messages, shortened; never the request.
+/// The server's error messages on one line, shortened; never the request.
+/// OpenBao wraps some in a multi-line list (`1 error occurred:\n\t* permission
+/// denied\n\n`): only the items are kept.
 pub(super) fn server_errors(body: &[u8]) -> String {
     let errors = serde_json::from_slice::<Errors>(body).map(|e| e.errors).unwrap_or_default();
-    let mut text = errors.join("; ");
+    let items: Vec<String> = errors
+        .iter()
+        .flat_map(|e| {
+            let lines: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let listed = lines.first().is_some_and(|l| l.ends_with("occurred:"));
+            let lines = if listed { &lines[1..] } else { &lines[..] };
+            lines.iter().map(|l| l.trim_start_matches("* ").to_owned()).collect::<Vec<_>>()
+        })
+        .collect();
+    let mut text = items.join("; ");
     if text.len() > 300 {
         let mut cut = 300;
         while !text.is_char_boundary(cut) {
@@ -357,7 +368,10 @@ mod tests {
     #[test]
     fn server_errors_are_shortened() {
         assert_eq!(server_errors(br#"{"errors":["a","b"]}"#), "a; b");
-        assert_eq!(server_errors(b"not json"), "");
+        let listed = "{\"errors\":[\"1 error occurred:\\n\\t* permission denied\\n\\n\"]}";
+        assert_eq!(server_errors(listed.as_bytes()), "permission denied");
+        let two = "{\"errors\":[\"2 errors occurred:\\n\\t* a\\n\\t* b\\n\\n\"]}";
+        assert_eq!(server_errors(two.as_bytes()), "a; b", "one line, whatever the server sends");
         assert!(server_errors(format!(r#"{{"errors":["{}"]}}"#, "x".repeat(1000)).as_bytes()).len() < 310);
     }
 }

@@ -40,8 +40,11 @@
 //!   builds are hex and ASCII words, so in practice they appear verbatim.
 //! - The value is stored as KV data `{"v": "<base64>"}`.
 //! - Lock entries live apart, at `PREFIX/lock/<lock scope, encoded the same way>`.
-//! - Each entry's metadata is set to `max_versions = 1` when the entry is
-//!   created or rotated, so KV keeps no older ciphertext of it. Deleting an
+//! - Each entry's metadata is set to `max_versions = 1` before its first
+//!   write (and when it is rotated), so KV keeps no older ciphertext of it:
+//!   not even the value of a write that died unacknowledged, which its
+//!   retry rewrites. Entries a transaction read are known to exist and are
+//!   written in one request. Deleting an
 //!   entry deletes its metadata, which removes every version.
 //!
 //! # Transactions: weaker than SQL
@@ -319,16 +322,20 @@ impl Inner {
         }
     }
 
-    fn store(&self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+    /// Writes an entry. Unless the transaction saw it exist (so this
+    /// backend created it, `max_versions` first), `max_versions = 1` is set
+    /// before the data: KV then never keeps an older version beside the new
+    /// one, not even the value of a write that died before it was
+    /// acknowledged (its retry rewrites the same entry).
+    fn store(&self, key: &str, value: &[u8], seen: bool) -> Result<(), VaultError> {
         let path = self.entry_path(key);
+        if !seen {
+            self.client.kv_keep_one_version(&path)?;
+        }
         let data = ValueData { v: BASE64.encode(value) };
         let written = self.client.kv_write(&path, &data, None);
         let _ = Zeroizing::new(data.v);
-        if written? == Some(1) {
-            // A new entry: keep no older versions of it from now on.
-            self.client.kv_keep_one_version(&path)?;
-        }
-        Ok(())
+        written.map(drop)
     }
 
     /// Rewrites an entry with the same plaintext: a new version encrypted
@@ -364,7 +371,7 @@ impl Backend for OpenBaoBackend {
             Access::Write => Some(HeldLock::acquire(&self.inner, lock_scope)?),
             Access::Read => None,
         };
-        Ok(Box::new(OpenBaoTxn { inner: self.inner.clone(), ops: Vec::new(), lock }))
+        Ok(Box::new(OpenBaoTxn { inner: self.inner.clone(), ops: Vec::new(), lock, seen: Default::default() }))
     }
 
     fn describe(&self) -> String {

@@ -22,6 +22,9 @@ pub(super) struct OpenBaoTxn {
     pub(super) ops: Vec<(String, Op)>,
     /// Held by write transactions only.
     pub(super) lock: Option<HeldLock>,
+    /// Keys this transaction read and found: they exist, with their
+    /// metadata set when they were created.
+    pub(super) seen: std::collections::HashSet<String>,
 }
 
 impl OpenBaoTxn {
@@ -53,7 +56,13 @@ impl Vault for OpenBaoTxn {
         match self.pending(key) {
             Some(Op::Put(v)) => Ok(Some(v.to_vec())),
             Some(Op::Delete) => Ok(None),
-            Some(Op::Rotate) | None => self.inner.retrieve(key),
+            Some(Op::Rotate) | None => {
+                let value = self.inner.retrieve(key)?;
+                if value.is_some() {
+                    self.seen.insert(key.to_owned());
+                }
+                Ok(value)
+            }
         }
     }
 
@@ -84,7 +93,7 @@ impl Transaction for OpenBaoTxn {
         let total = self.ops.len();
         for (done, (key, op)) in self.ops.iter().enumerate() {
             let result = match op {
-                Op::Put(value) => self.inner.store(key, value),
+                Op::Put(value) => self.inner.store(key, value, self.seen.contains(key)),
                 Op::Delete => self.inner.client.kv_delete_all(&self.inner.entry_path(key)),
                 Op::Rotate => self.inner.rewrite(&self.inner.entry_path(key)).map(|_| ()),
             };
