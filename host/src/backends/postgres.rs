@@ -315,8 +315,14 @@ impl Pool {
         Ok(client)
     }
 
-    /// Refuses a schema newer than this build knows.
-    fn known_version(&self, version: i32) -> Result<(), VaultError> {
+    /// The schema version the store records (its table exists); a schema
+    /// newer than this build knows is refused.
+    fn schema_version(&self, client: &mut impl GenericClient) -> Result<i32, VaultError> {
+        let version: i32 = client
+            .query_opt(&format!("SELECT version FROM {} WHERE id", self.sql.version), &[])
+            .map_err(|e| self.error("checking the schema", &e))?
+            .map(|row| row.get(0))
+            .unwrap_or(0);
         if version > SCHEMA_VERSION {
             return Err(VaultError::Rejected(format!(
                 "{}: the database schema is at version {version}, newer than this build knows ({SCHEMA_VERSION}); \
@@ -324,7 +330,7 @@ impl Pool {
                 self.described
             )));
         }
-        Ok(())
+        Ok(version)
     }
 
     fn open_conn(&self) -> Result<Conn, VaultError> {
@@ -452,12 +458,7 @@ impl PostgresBackend {
             ))
             .map_err(err)?;
         }
-        let version: i32 = txn
-            .query_opt(&format!("SELECT version FROM {} WHERE id", sql.version), &[])
-            .map_err(err)?
-            .map(|row| row.get(0))
-            .unwrap_or(0);
-        pool.known_version(version)?;
+        let version = pool.schema_version(&mut txn)?;
         for i in version as usize..MIGRATIONS.len() {
             txn.batch_execute(&sql.migration(i))
                 .map_err(|e| pool.error(&format!("migrating the schema to version {}", i + 1), &e))?;
@@ -497,13 +498,7 @@ impl PostgresBackend {
             if !exists {
                 return Ok(false);
             }
-            let version: i32 = txn
-                .query_opt(&format!("SELECT version FROM {} WHERE id", sql.version), &[])
-                .map_err(err)?
-                .map(|row| row.get(0))
-                .unwrap_or(0);
-            pool.known_version(version)?;
-            if version < SCHEMA_VERSION {
+            if pool.schema_version(&mut txn)? < SCHEMA_VERSION {
                 return Ok(false);
             }
             let rows = &mut KeyCheckTable { client: &mut txn, sql, pool };
