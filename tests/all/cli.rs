@@ -791,3 +791,37 @@ fn a_read_only_data_directory_can_be_read() {
     assert!(!o.status.success() && err.lines().count() == 1, "{err}");
     assert!(!data.join("secrets.db-shm").exists(), "nothing was created beside the store");
 }
+
+/// On a full disk a write says so (not "disk I/O error") and exits 5, and
+/// reads go on. Needs root to mount a small tmpfs in a mount namespace of
+/// its own (`unshare`).
+#[test]
+fn a_full_disk_is_named_and_reads_go_on() {
+    if secrets_host::cache::effective_uid() != 0 || !Path::new("/usr/bin/unshare").exists() {
+        eprintln!("needs root and unshare for a small tmpfs; not checked");
+        return;
+    }
+    let env = Env::new();
+    let data = env.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=400k tmpfs {d} || exit 99
+         printf v | {BIN} set web K --type env >/dev/null || exit 98
+         dd if=/dev/zero of={d}/fill bs=1k count=10000 2>/dev/null
+         printf w | {BIN} set web K --type env 2>&1 >/dev/null; echo \"set-rc=$?\"
+         {BIN} get web K; echo \" get-rc=$?\"",
+        d = data.display()
+    );
+    let mut c = Command::new("/usr/bin/unshare");
+    c.args(["-m", "sh", "-c", &script]).env_clear();
+    for (k, v) in env.cmd(&[]).get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    let o = c.stdin(Stdio::null()).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("is full") && out.contains("set-rc=5"), "{out}");
+    assert!(out.contains("v get-rc=0"), "the value is still read: {out}");
+}

@@ -349,12 +349,20 @@ impl Shared {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err("set busy_timeout"))?;
         let probe = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0));
         let conn = match probe {
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::CannotOpen) => {
+            // No -shm file can be made: a read-only directory (CANTOPEN)
+            // or a full disk (IOERR).
+            Err(e) if matches!(e.sqlite_error_code(), Some(ErrorCode::CannotOpen | ErrorCode::SystemIoFailure)) => {
+                // A connection that has the store open keeps a -shm of at
+                // least 32 KiB (the WAL index); a shorter one is what a
+                // failed open left.
                 let shm = PathBuf::from(format!("{}-shm", self.path.display()));
-                if shm.exists() {
+                if fs::metadata(&shm).is_ok_and(|m| m.len() >= 32 * 1024) {
                     return Err(db_error(&self.store, "open for reading", e));
                 }
-                tracing::warn!(store = %self.store, "its directory is read-only: reading it as an immutable snapshot");
+                tracing::warn!(
+                    store = %self.store,
+                    "no -shm file can be made beside the store (read-only directory or full disk): reading it as an immutable snapshot"
+                );
                 let uri = format!(
                     "file:{}?immutable=1",
                     percent_encoding::utf8_percent_encode(&self.path.to_string_lossy(), URI_PATH)
@@ -616,6 +624,14 @@ fn db_error(store: &str, what: &str, e: rusqlite::Error) -> VaultError {
             "{store}: {what}: the database stayed locked by another writer for more than {}s",
             BUSY_TIMEOUT.as_secs()
         )),
+        // SQLite says "disk I/O error" when it cannot grow a file on a full
+        // disk: name the cause.
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull)
+            if let Some(dir) = store.strip_prefix("sqlite:").and_then(|p| Path::new(p).parent())
+                && disk_is_full(dir) =>
+        {
+            VaultError::Unavailable(format!("{store}: {what}: the disk holding {} is full ({e})", dir.display()))
+        }
         Some(
             ErrorCode::CannotOpen
             | ErrorCode::PermissionDenied
@@ -630,6 +646,20 @@ fn db_error(store: &str, what: &str, e: rusqlite::Error) -> VaultError {
         }
         _ => VaultError::Other(format!("{store}: {what}: {e}")),
     }
+}
+
+/// Whether the filesystem holding `dir` has (nearly) no room left for us:
+/// less than 64 KiB available.
+#[allow(unsafe_code, reason = "statvfs(3) into a zeroed struct")]
+fn disk_is_full(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `path` is NUL-terminated; `stat` is a valid, zeroed statvfs.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    (stat.f_bavail as u128) * (stat.f_frsize as u128) < 64 * 1024
 }
 
 /// Refuses a path that exists but is not a regular file (following links:
