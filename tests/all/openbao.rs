@@ -490,3 +490,40 @@ fn a_rewritten_entry_keeps_no_older_version_in_kv() {
     assert!(status == 404 || body["data"]["data"].is_null(), "the orphan version 1 is gone: {body}");
     assert_eq!(backend.begin(Access::Read, "t/00/01").unwrap().retrieve(key).unwrap().as_deref(), Some(&b"acknowledged"[..]));
 }
+
+/// A writer that finds the lock held by a holder that stopped says on
+/// stderr what it waits for, then takes the lock over when it expires.
+#[test]
+fn a_writer_waiting_for_a_stale_lock_says_so() {
+    let (url, token) = env();
+    let prefix = format!("secrets-tests/{}", unique("stale"));
+    let backend = connect(bao_config(&url).unwrap().with_token(token.clone()).with_prefix(&prefix).unwrap());
+    let raw = Raw::new(backend.config());
+    let scope = format!("t/{}/{}", hex("default"), hex("web"));
+    let expires_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 3000;
+    let lock = serde_json::json!({"data": {"owner": "a-stopped-writer", "expires_ms": expires_ms, "pid": 4242}});
+    assert_eq!(raw.post(&format!("{}/data/{}", backend.config().mount(), backend.lock_path(&scope)), &lock), 200);
+
+    let home = tempfile::tempdir().unwrap();
+    let store = format!("{url}?token_env=SECRETS_TEST_OPENBAO_TOKEN&prefix={prefix}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_secrets"))
+        .args(["--store", &store, "set", "web", "K", "--type", "env"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home.path())
+        .env("SECRETS_TEST_OPENBAO_TOKEN", &token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"v").unwrap();
+    let started = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("waiting for the OpenBao write lock") && err.contains("process 4242"), "{err}");
+    assert_eq!(err.matches("waiting for").count(), 1, "said once: {err}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited for the expiry");
+}

@@ -10,6 +10,9 @@ use parking_lot::{RawMutex, lock_api::ArcMutexGuard};
 
 use super::client::LockData;
 use super::{BACKOFF_MAX, BACKOFF_MIN, Inner, now_ms};
+
+/// How long a writer waits for a lock before it says so.
+const WAIT_BEFORE_SAYING: Duration = Duration::from_secs(1);
 use crate::backends::VaultError;
 
 /// A writer's hold on a lock scope: the process-local mutex and the lock
@@ -59,6 +62,8 @@ impl HeldLock {
             None => return Err(Self::timeout(inner, scope, &held.path)),
         }
         let mut backoff = BACKOFF_MIN;
+        let started = Instant::now();
+        let mut said = false;
         loop {
             // Absent: create it.
             if let Some(version) = inner.client.kv_write(&held.path, &held.lock_data(), Some(0))? {
@@ -67,7 +72,21 @@ impl HeldLock {
             }
             // Present: take it over if it expired (or is unreadable).
             let current = match inner.client.kv_read::<LockData>(&held.path) {
-                Ok(Some((lock, version))) => (lock.expires_ms <= now_ms()).then_some(version),
+                Ok(Some((lock, version))) => {
+                    let left_ms = lock.expires_ms.saturating_sub(now_ms());
+                    // Once per wait, after a second: say what we wait for
+                    // (the CLI shows warnings on stderr).
+                    if !said && left_ms > 0 && started.elapsed() >= WAIT_BEFORE_SAYING {
+                        said = true;
+                        tracing::warn!(
+                            "waiting for the OpenBao write lock of {scope}: process {} holds it, or held it and \
+                             stopped; it expires in {:.0} s at most",
+                            lock.pid,
+                            (left_ms as f64 / 1000.0).ceil()
+                        );
+                    }
+                    (left_ms == 0).then_some(version)
+                }
                 // Usually released meanwhile; or its latest version was
                 // deleted by hand, leaving metadata that defeats `cas = 0`:
                 // take that over (never a live version: a new lock may have

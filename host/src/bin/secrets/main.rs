@@ -82,6 +82,16 @@ fn main() -> ExitCode {
             // One line per call when it ends, with its fields and timing.
             .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
             .try_init();
+    } else {
+        // Otherwise the host's warnings only (a lock waited for, a store
+        // read as a snapshot), one short line each.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("secrets_host=warn"))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .try_init();
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
