@@ -360,7 +360,7 @@ fn key_generations_rotate_and_retire() {
     // Generation 1 alone cannot read entries of generation 2: refused at open.
     let only1 = Keyring::from_spec(&format!("1:{}", key_line(&keys, 1))).unwrap();
     let err = SqliteBackend::open(&db, only1).err().unwrap();
-    assert!(matches!(&err, VaultError::Corrupt(m) if m.contains("under generation 2")), "{err:?}");
+    assert!(matches!(&err, VaultError::Rejected(m) if m.contains("under generation 2")), "{err:?}");
 }
 
 #[test]

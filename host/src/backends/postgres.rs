@@ -670,12 +670,27 @@ impl Backend for PostgresBackend {
             // READ COMMITTED: every statement after the lock sees what the
             // previous holder committed (REPEATABLE READ would take its
             // snapshot before the lock was granted).
+            // The schema lock in shared mode fences key-check writes: a new
+            // generation's check waits for the writers in flight, and every
+            // writer after it sees the check (see `sealed::fence`).
             Access::Write => {
                 let key = lock_key(&format!("secrets:write:{}:{lock_scope}", self.pool.sql.lock_namespace()));
-                format!("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({key})")
+                format!(
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock_shared({}); \
+                     SELECT pg_advisory_xact_lock({key})",
+                    self.pool.sql.migrate_lock()
+                )
             }
         };
-        Ok(Box::new(SealedTxn::new(self.start(&begin)?, self.keyring.clone(), self.pool.described.clone())))
+        let mut txn = self.start(&begin)?;
+        if access == Access::Write {
+            let checks = &self.pool.sql.key_checks;
+            let newest = txn.run("reading the key checks", |c| {
+                c.client.query_one(&format!("SELECT max(generation) FROM {checks}"), &[])
+            })?;
+            sealed::fence(newest.get::<_, Option<i32>>(0).map(i64::from), &self.keyring, &self.pool.described)?;
+        }
+        Ok(Box::new(SealedTxn::new(txn, self.keyring.clone(), self.pool.described.clone())))
     }
 
     fn describe(&self) -> String {

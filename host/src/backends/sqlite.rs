@@ -259,6 +259,14 @@ impl SqliteBackend {
             Access::Read => "BEGIN DEFERRED",
         };
         raw.conn().execute_batch(begin).map_err(|e| db_error(&shared.store, "begin a transaction", e))?;
+        if access == Access::Write {
+            // Under the write lock: a generation added meanwhile is seen.
+            let newest: Option<i64> = raw
+                .conn()
+                .query_row("SELECT max(generation) FROM key_checks", [], |r| r.get(0))
+                .map_err(|e| db_error(&shared.store, "read the key checks", e))?;
+            sealed::fence(newest, &shared.keyring, &shared.store)?;
+        }
         Ok(raw)
     }
 }

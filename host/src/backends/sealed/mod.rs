@@ -14,6 +14,11 @@
 //!   entries sealed under generations the keyring lacks.
 //! - [`rotate_all`] re-seals every entry under the newest generation in
 //!   batches, each its own write transaction.
+//! - [`fence`] stops a writer whose keyring predates the store's newest
+//!   generation (it started before `keyring add`): it would seal entries
+//!   that rotate-all has already passed. Writers in flight when a new
+//!   generation's key check is written are waited for (SQLite's write lock;
+//!   PostgreSQL's schema lock, which writers hold in shared mode).
 //!
 //! # Does not protect
 //! Key names, row counts, value sizes and write times stay visible to
@@ -223,8 +228,9 @@ pub fn check_keyring(
         missing.push(format!("{count} {} under generation {column}", if count == 1 { "entry" } else { "entries" }));
     }
     if !missing.is_empty() {
-        return Err(VaultError::Corrupt(format!(
-            "{store}: the keyring lacks master key generations still in use: it holds {}, and the store has \
+        // Not corruption: a configuration that retired a generation too soon.
+        return Err(VaultError::Rejected(format!(
+            "{store}: entries under retired master key generations: the keyring holds {}, and the store has \
              entries sealed under others ({}); put the missing generations back in {MASTER_KEY_ENV} or the key \
              file, and run `secrets keyring rotate-all` (with every generation) before retiring a generation",
             generation_list(&held),
@@ -233,6 +239,23 @@ pub fn check_keyring(
     }
     let newest = i64::from(keyring.newest());
     Ok(if checks.iter().any(|(g, _)| *g == newest) { KeyringCheck::Matches } else { KeyringCheck::NeedsKeyCheck })
+}
+
+/// The fence of a write transaction: refuses to seal anything when the
+/// store already has the key check of a generation newer than the
+/// keyring's newest (`store_newest`, read inside the transaction). Such a
+/// writer started before `keyring add` and would seal under a generation
+/// that rotate-all is about to retire.
+pub fn fence(store_newest: Option<i64>, keyring: &Keyring, store: &str) -> Result<(), VaultError> {
+    match store_newest {
+        Some(newest) if newest > i64::from(keyring.newest()) => Err(VaultError::Rejected(format!(
+            "{store}: the store has master key generation {newest}, newer than this process's keyring (newest \
+             {}): it was added after this process started; restart it with the current key file or \
+             {MASTER_KEY_ENV}",
+            keyring.newest()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Writes the key check of the keyring's newest generation (what
