@@ -601,21 +601,10 @@ impl<C: GenericClient> KeyCheckRows for KeyCheckTable<'_, C> {
 }
 
 impl Rotation for PostgresBackend {
-    /// The open-time check again, in a transaction of its own under the
-    /// migrate lock.
+    /// The open-time check again: it writes the newest generation's key
+    /// check (under the schema lock) if the store lacks it.
     fn check_keyring(&self) -> Result<(), VaultError> {
-        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED")?;
-        let conn = txn.conn.as_mut().expect("a started transaction has a connection");
-        let (sql, pool) = (&self.pool.sql, &*self.pool);
-        conn.client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&sql.migrate_lock()])
-            .map_err(|e| pool.error("locking the key checks", &e))?;
-        let rows = &mut KeyCheckTable { client: &mut conn.client, sql, pool };
-        if sealed::check_keyring(rows, &self.keyring, KEY_CHECK, &pool.described)? == KeyringCheck::NeedsKeyCheck {
-            sealed::write_key_check(rows, &self.keyring, KEY_CHECK)?;
-        }
-        // On an error, dropping the transaction rolls it back.
-        Box::new(txn).commit()
+        self.migrate()
     }
 
     fn count_older(&self, newest: u32) -> Result<u64, VaultError> {
