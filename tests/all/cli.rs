@@ -43,6 +43,17 @@ impl Env {
         c
     }
 
+    /// Gives `c` exactly the environment the CLI runs with here, for
+    /// commands that start it in turn (a shell, `unshare`).
+    fn environment(&self, c: &mut Command) {
+        c.env_clear();
+        for (k, v) in self.cmd(&[]).get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+    }
+
     fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
         let mut child = self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(stdin).unwrap();
@@ -674,12 +685,8 @@ fn run_details() {
     }
     let secrets = format!("ulimit -s 1024 && exec {BIN} run big -- true");
     let mut sh = Command::new("bash");
-    sh.args(["-c", &secrets]).env_clear();
-    for (k, v) in env.cmd(&[]).get_envs() {
-        if let Some(v) = v {
-            sh.env(k, v);
-        }
-    }
+    sh.args(["-c", &secrets]);
+    env.environment(&mut sh);
     let o = sh.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -771,12 +778,8 @@ fn a_read_only_data_directory_can_be_read() {
             d = data.display()
         );
         let mut c = Command::new("/usr/bin/unshare");
-        c.args(["-m", "sh", "-c", &script]).env_clear();
-        for (k, v) in env.cmd(&[]).get_envs() {
-            if let Some(v) = v {
-                c.env(k, v);
-            }
-        }
+        c.args(["-m", "sh", "-c", &script]);
+        env.environment(&mut c);
         c.stdin(Stdio::null()).output().unwrap()
     };
     let o = in_read_only("get web K");
@@ -813,12 +816,8 @@ fn a_full_disk_is_named_and_reads_go_on() {
         d = data.display()
     );
     let mut c = Command::new("/usr/bin/unshare");
-    c.args(["-m", "sh", "-c", &script]).env_clear();
-    for (k, v) in env.cmd(&[]).get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
+    c.args(["-m", "sh", "-c", &script]);
+    env.environment(&mut c);
     let o = c.stdin(Stdio::null()).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
