@@ -10,6 +10,7 @@ mod common;
 mod component;
 mod conformance;
 mod crash;
+mod fault_proxy;
 mod hostile;
 mod memory;
 mod openbao;

@@ -665,15 +665,55 @@ mod sealed_suite {
     crate::sealed_tests!(TestSchema::new("sealed"));
 }
 
-/// Writers SIGKILLed at random moments, 20 rounds: no acknowledged version
-/// is lost, versions stay gapless (see crash.rs).
+/// The durable server's URL (fsync and synchronous_commit on) with a schema
+/// of its own; missing is a failure, never a skip.
+fn durable_url(label: &str) -> String {
+    let url = match std::env::var(DURABLE_URL_ENV) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!("{DURABLE_URL_ENV} is not set: the crash tests need the durable server `.ci/postgres.sh` starts"),
+    };
+    // The settings that make an acknowledged commit survive a crash.
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect to the durable test server");
+    for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+        let value: String = c.query_one(&format!("SHOW {setting}"), &[]).unwrap().get(0);
+        assert_eq!(value, "on", "{setting} on the durable test server");
+    }
+    with_params(&url, &format!("schema=t_{}", unique(label).replace('-', "_")))
+}
+
+const DURABLE_URL_ENV: &str = "SECRETS_TEST_POSTGRES_DURABLE_URL";
+
+/// Held by the tests on the durable server: one of them crashes it.
+static DURABLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+const DURABLE_RESTART_ENV: &str = "SECRETS_TEST_POSTGRES_DURABLE_RESTART";
+
+/// Writers SIGKILLed at random moments, 20 rounds, on the durable server: no
+/// acknowledged version is lost, versions stay gapless (see crash.rs).
 #[test]
 fn killed_writers_lose_no_acknowledged_version() {
-    let schema = TestSchema::new("crash");
-    let n = crate::crash::kill_writers_at_random(&schema.url(), || {
-        connect(&schema.url(), Keyring::from_spec(crate::crash::MASTER_KEY).unwrap())
+    let _one_at_a_time = DURABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let url = durable_url("crash");
+    let n = crate::crash::kill_writers_at_random(&url, || {
+        connect(&url, Keyring::from_spec(crate::crash::MASTER_KEY).unwrap())
     });
     eprintln!("postgres: {} rounds, {n} acknowledged sets checked", crate::crash::ROUNDS);
+}
+
+/// The durable server crashed (immediate shutdown: no checkpoint, crash
+/// recovery at start) and restarted 5 times under two writers that retry:
+/// every acknowledged version survives with its own value, versions stay
+/// gapless, and the writers carry on through fresh connections.
+#[test]
+fn server_crashes_lose_no_acknowledged_version() {
+    let _one_at_a_time = DURABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let url = durable_url("restart");
+    let restart = std::env::var(DURABLE_RESTART_ENV)
+        .unwrap_or_else(|_| panic!("{DURABLE_RESTART_ENV} is not set: `.ci/postgres.sh` writes that script"));
+    let (acked, retried) = crate::crash::restart_server_under_writers(&url, Path::new(&restart), 5, || {
+        connect(&url, Keyring::from_spec(crate::crash::MASTER_KEY).unwrap())
+    });
+    assert!(retried > 0, "no call failed: the restarts did not happen under the writers");
+    eprintln!("postgres: 5 server crashes, {acked} acknowledged sets checked, {retried} failed calls retried");
 }
 
 // ---------------------------------------------------------------------------
@@ -752,4 +792,85 @@ fn a_writer_behind_a_stuck_writer_gives_up_after_lock_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     drop(stuck);
     backend.begin(Access::Write, "t/00/same-instance").unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// A server that stops answering.
+
+/// `url` pointing at `addr` instead of the test server's host and port.
+fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme_user, rest) = url.split_once('@').expect("the test URL names a user");
+    let path = &rest[rest.find('/').expect("the test URL names a database")..];
+    format!("{scheme_user}@{addr}{path}")
+}
+
+/// The test server's address.
+fn server_addr() -> std::net::SocketAddr {
+    let url = base_url();
+    let host_port = url.split_once('@').unwrap().1.split('/').next().unwrap().to_owned();
+    std::net::ToSocketAddrs::to_socket_addrs(&host_port).unwrap().next().unwrap()
+}
+
+/// A server that stops answering (SIGSTOPped, hung, or cut off without the
+/// connection closing: a proxy stops forwarding) fails every call after
+/// `timeout` (plus `lock_timeout` for a writer) with an error saying so,
+/// new connections included; once it answers again, calls work again on
+/// fresh connections.
+#[test]
+fn a_server_that_stops_answering_fails_calls_in_time() {
+    let schema = TestSchema::new("silent");
+    let proxy = crate::fault_proxy::FaultProxy::start(server_addr());
+    let url = with_params(&via(&schema.url(), proxy.addr()), "timeout=1&lock_timeout=1");
+    let backend = connect(&url, test_keyring());
+    let scope = Scope::tenant(&unique("silent")).unwrap();
+    let s = Arc::new(crate::common::service(backend));
+    s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v1")).unwrap();
+    s.list(&scope, "web").unwrap();
+
+    proxy.freeze();
+    type Call = fn(&secrets_host::Secrets, &Scope) -> Result<(), secrets_host::Error>;
+    // A reader waits `timeout` (1 s); a writer `timeout` more for its lock
+    // (unless it fails connecting: the pool's connection was left broken).
+    let calls: [(&str, Call, Duration); 3] = [
+        ("get", |s, scope| s.get(scope, "web", "K").map(drop), Duration::from_secs(1)),
+        ("list", |s, scope| s.list(scope, "web").map(drop), Duration::from_secs(1)),
+        ("set", |s, scope| s.set(scope, SetRequest::new("web", "K", SecretType::Env, "v2")).map(drop), Duration::from_secs(2)),
+    ];
+    for (name, call, most) in calls {
+        let started = Instant::now();
+        let err = within(Duration::from_secs(30), {
+            let (s, scope) = (s.clone(), scope.clone());
+            move || call(&s, &scope).err()
+        })
+        .unwrap_or_else(|| panic!("{name} succeeded against a silent server"));
+        let waited = started.elapsed();
+        let msg = err.to_string();
+        assert!(msg.contains("did not answer in time") && msg.contains("timeout="), "{name}: {msg}");
+        assert!(!msg.contains('\n'), "{name}: one line: {msg:?}");
+        assert!(waited >= Duration::from_millis(900) && waited < most + Duration::from_secs(5), "{name}: {waited:?}");
+    }
+    // Connecting: the TCP handshake succeeds, the server's answer never comes.
+    let started = Instant::now();
+    let err = within(Duration::from_secs(30), {
+        let url = url.clone();
+        move || PostgresBackend::connect(&pg_config(&url), test_keyring()).err()
+    })
+    .expect("connecting to a silent server fails");
+    assert!(matches!(&err, VaultError::Unavailable(m) if m.contains("connecting") && m.contains("did not answer in time")), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+
+    proxy.thaw();
+    assert_eq!(s.get(&scope, "web", "K").unwrap().value.expose(), b"v1", "nothing was written while frozen");
+    assert_eq!(s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v2")).unwrap().version, 2);
+}
+
+/// `timeout=` is parsed and bounded like the other durations.
+#[test]
+fn the_timeout_parameter_is_validated() {
+    assert_eq!(pg_config("postgres://u@h/db?timeout=2.5").timeout, Duration::from_millis(2500));
+    assert_eq!(pg_config("postgres://u@h/db").timeout, secrets_host::backends::postgres::DEFAULT_TIMEOUT);
+    for bad in ["0", "-1", "x", "1e9"] {
+        let err = StoreConfig::parse(&format!("postgres://u@h/db?timeout={bad}")).expect_err(bad);
+        assert!(matches!(&err, VaultError::Rejected(m) if m.contains("timeout=")), "{bad}: {err:?}");
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! # URL
 //! `postgres://USER[:PASSWORD]@HOST[:PORT]/DB?PARAMS` (or `postgresql://`).
-//! Every parameter of the `postgres` crate is accepted (`sslmode`,
+//! Every parameter of the `tokio-postgres` crate is accepted (`sslmode`,
 //! `connect_timeout`, `application_name`, `options`, ...), plus these,
 //! which this backend consumes before connecting:
 //! - `key_file=PATH`: the master key file (see [`Keyring::load_or_create`]),
@@ -18,6 +18,14 @@
 //!   client holds (default 30): an instance's writer lock, or the
 //!   store-wide schema lock; then it fails with [`VaultError::Unavailable`]
 //!   saying so.
+//! - `timeout=SECS`: the longest any call waits for the server to answer
+//!   one request (default 30), connecting included, on top of
+//!   `lock_timeout` for requests that may wait for a lock. The deadline is
+//!   the client's own, so it holds when the server is stopped, hung or cut
+//!   off without closing the connection (which no server-side timeout or
+//!   TCP keepalive notices); the call fails with
+//!   [`VaultError::Unavailable`] "the server did not answer in time", and
+//!   that connection is closed, never reused.
 //!
 //! This build connects without TLS (`sslmode=require` fails): reach the
 //! server over loopback, a Unix socket or a tunnel.
@@ -68,12 +76,15 @@
 //! detect). The master key protects nothing from a process that holds it.
 //! The connection itself is not encrypted by this build.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use postgres::{Client, Config, GenericClient, NoTls, Statement};
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row, Statement, ToStatement};
 
 use crate::backends::sealed::{
     self, KeyCheck, KeyCheckRows, Keyring, KeyringCheck, MASTER_KEY_ENV, RawTxn, Rotation, SealedTxn,
@@ -88,6 +99,10 @@ pub const ROTATE_BATCH: usize = 100;
 
 /// How long a call waits for a lock unless the URL says `lock_timeout=`.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a call waits for any answer of the server unless the URL says
+/// `timeout=`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections per process unless the URL says `pool_size=N`.
 pub const DEFAULT_POOL_SIZE: usize = 10;
@@ -137,11 +152,11 @@ pub struct PostgresBackend {
 }
 
 /// What [`StoreConfig`](crate::backends::StoreConfig) parses a
-/// `postgres://` URL into: the connection for the `postgres` crate and the
+/// `postgres://` URL into: the connection for the `tokio-postgres` crate and the
 /// parameters this backend consumes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
-    /// The URL for the `postgres` crate: this backend's parameters removed.
+    /// The URL for the `tokio-postgres` crate: this backend's parameters removed.
     pub conn_url: String,
     /// The URL with passwords hidden, for messages.
     pub redacted: String,
@@ -154,6 +169,9 @@ pub struct PostgresConfig {
     /// `lock_timeout=SECS`: the longest a call waits for a lock another
     /// client holds (an instance's writer lock, the schema lock).
     pub lock_timeout: Duration,
+    /// `timeout=SECS`: the longest a call waits for the server to answer one
+    /// request (connecting included), on top of any lock wait.
+    pub timeout: Duration,
 }
 
 /// `Debug` shows the redacted URL only.
@@ -165,6 +183,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
             .field("lock_timeout", &self.lock_timeout)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -229,9 +248,210 @@ impl Sql {
     }
 }
 
+/// How long a request may go unanswered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Patience {
+    /// `timeout`: the server only has to answer.
+    Answer,
+    /// `lock_timeout + timeout`: the request may wait for a lock, which the
+    /// server bounds by `lock_timeout` (55P03).
+    Lock,
+}
+
+/// Why a request failed: the server said so, or it did not answer in time.
+enum Failure {
+    Pg(tokio_postgres::Error),
+    Silent(Duration),
+}
+
+/// What every connection of one store shares: the runtime that drives the
+/// connections, the bounds on waits, and the store's name for messages.
+struct Limits {
+    /// Drives the connections' I/O and timers; the calling threads block on
+    /// it, each request under a deadline.
+    runtime: tokio::runtime::Handle,
+    described: Arc<str>,
+    lock_timeout: Duration,
+    timeout: Duration,
+    /// `timeout`, or the URL's `connect_timeout` if that is longer: bounds
+    /// the whole connection handshake.
+    connect_bound: Duration,
+}
+
+impl Limits {
+    fn deadline(&self, patience: Patience) -> Duration {
+        match patience {
+            Patience::Answer => self.timeout,
+            Patience::Lock => self.lock_timeout + self.timeout,
+        }
+    }
+
+    /// A [`VaultError`] for a failed database operation; never quotes a
+    /// parameter, a row or a password.
+    fn error(&self, what: &str, failure: &Failure) -> VaultError {
+        let e = match failure {
+            Failure::Silent(waited) => {
+                return VaultError::Unavailable(format!(
+                    "{}: {what}: the server did not answer in time ({:.0} s, timeout=); it may be stopped, overloaded or unreachable",
+                    self.described,
+                    waited.as_secs_f64()
+                ));
+            }
+            Failure::Pg(e) => e,
+        };
+        match e.as_db_error() {
+            Some(db) => {
+                let code = db.code().code();
+                if code == "55P03" {
+                    return VaultError::Unavailable(format!(
+                        "{}: {what}: another client held the lock for {} s (lock_timeout=); it may be stuck",
+                        self.described,
+                        self.lock_timeout.as_secs_f64()
+                    ));
+                }
+                let msg = format!("{}: {what}: {} {code}: {}", self.described, db.severity(), db.message());
+                // Connection problems, resource exhaustion, shutdowns, lock
+                // timeouts, serialisation failures and deadlocks: try again.
+                let transient = ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class));
+                if transient { VaultError::Unavailable(msg) } else { VaultError::Other(msg) }
+            }
+            None => {
+                let cause = std::error::Error::source(e).map(|c| format!(": {c}")).unwrap_or_default();
+                VaultError::Unavailable(format!("{}: {what}: {e}{cause}", self.described))
+            }
+        }
+    }
+}
+
+/// One connection: every request waits at most its [`Patience`]; one left
+/// unanswered marks the connection broken (its state is unknown), so it is
+/// closed instead of reused.
+struct Session {
+    client: Client,
+    limits: Arc<Limits>,
+    broken: AtomicBool,
+}
+
+impl Session {
+    /// Opens a connection, with this store's bound on lock waits; the whole
+    /// handshake is bounded too (a stopped server accepts TCP connections).
+    fn open(config: &Config, limits: &Arc<Limits>) -> Result<Session, VaultError> {
+        let connect = async {
+            let (client, connection) = config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                // Ends when the client is dropped or the server goes away;
+                // the client's next request reports that.
+                let _ = connection.await;
+            });
+            Ok(client)
+        };
+        let client = block_on(&limits.runtime, limits.connect_bound, connect).map_err(|f| limits.error("connecting", &f))?;
+        let session = Session { client, limits: limits.clone(), broken: AtomicBool::new(false) };
+        session.batch_execute(
+            "setting lock_timeout",
+            Patience::Answer,
+            &format!("SET lock_timeout = {}", limits.lock_timeout.as_millis()),
+        )?;
+        Ok(session)
+    }
+
+    /// Whether the connection can be reused.
+    fn usable(&self) -> bool {
+        !self.broken.load(Ordering::Relaxed) && !self.client.is_closed()
+    }
+
+    fn wait<T>(
+        &self,
+        what: &str,
+        patience: Patience,
+        request: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, VaultError> {
+        block_on(&self.limits.runtime, self.limits.deadline(patience), request).map_err(|failure| {
+            if matches!(failure, Failure::Silent(_)) {
+                self.broken.store(true, Ordering::Relaxed);
+            }
+            self.limits.error(what, &failure)
+        })
+    }
+
+    fn batch_execute(&self, what: &str, patience: Patience, sql: &str) -> Result<(), VaultError> {
+        self.wait(what, patience, self.client.batch_execute(sql))
+    }
+
+    fn query<S: ?Sized + ToStatement>(
+        &self,
+        what: &str,
+        patience: Patience,
+        statement: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, VaultError> {
+        self.wait(what, patience, self.client.query(statement, params))
+    }
+
+    fn query_one<S: ?Sized + ToStatement>(
+        &self,
+        what: &str,
+        patience: Patience,
+        statement: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, VaultError> {
+        self.wait(what, patience, self.client.query_one(statement, params))
+    }
+
+    fn query_opt<S: ?Sized + ToStatement>(
+        &self,
+        what: &str,
+        patience: Patience,
+        statement: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, VaultError> {
+        self.wait(what, patience, self.client.query_opt(statement, params))
+    }
+
+    fn execute<S: ?Sized + ToStatement>(
+        &self,
+        what: &str,
+        patience: Patience,
+        statement: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, VaultError> {
+        self.wait(what, patience, self.client.execute(statement, params))
+    }
+
+    /// The schema version the store records (its table exists); a schema
+    /// newer than this build knows is refused.
+    fn schema_version(&self, sql: &Sql) -> Result<i32, VaultError> {
+        let version: i32 = self
+            .query_opt("checking the schema", Patience::Answer, &format!("SELECT version FROM {} WHERE id", sql.version), &[])?
+            .map(|row| row.get(0))
+            .unwrap_or(0);
+        if version > SCHEMA_VERSION {
+            return Err(VaultError::Rejected(format!(
+                "{}: the database schema is at version {version}, newer than this build knows ({SCHEMA_VERSION}); \
+                 upgrade the secrets host before connecting it to this store",
+                self.limits.described
+            )));
+        }
+        Ok(version)
+    }
+}
+
+/// Runs `request` on `runtime`, giving up after `bound`.
+fn block_on<T>(
+    runtime: &tokio::runtime::Handle,
+    bound: Duration,
+    request: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Failure> {
+    // The timer is made inside the runtime's context, where it must be.
+    match runtime.block_on(async { tokio::time::timeout(bound, request).await }) {
+        Ok(result) => result.map_err(Failure::Pg),
+        Err(_) => Err(Failure::Silent(bound)),
+    }
+}
+
 /// A pooled connection with its prepared statements.
 struct Conn {
-    client: Client,
+    session: Session,
     get: Statement,
     put: Statement,
     remove: Statement,
@@ -247,22 +467,36 @@ struct PoolState {
 struct Pool {
     config: Config,
     sql: Sql,
-    described: Arc<str>,
+    limits: Arc<Limits>,
     max: usize,
-    /// How long any lock wait may last (`lock_timeout`).
-    lock_timeout: Duration,
     state: Mutex<PoolState>,
     freed: Condvar,
+    /// Owns the runtime [`Limits`] has a handle of; shut down without
+    /// waiting when the pool goes (it may be dropped inside another runtime).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.state.get_mut().idle.clear();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Pool {
+    fn described(&self) -> &str {
+        &self.limits.described
+    }
+
     /// A connection, and whether it was reused (it may have gone stale).
     fn get(&self) -> Result<(Conn, bool), VaultError> {
         let deadline = Instant::now() + POOL_WAIT;
         let mut state = self.state.lock();
         loop {
             if let Some(conn) = state.idle.pop() {
-                if !conn.client.is_closed() {
+                if conn.session.usable() {
                     return Ok((conn, true));
                 }
                 state.open -= 1;
@@ -282,7 +516,7 @@ impl Pool {
             if self.freed.wait_until(&mut state, deadline).timed_out() {
                 return Err(VaultError::Unavailable(format!(
                     "{}: all {} pooled connections stayed busy for {} s (raise pool_size=)",
-                    self.described,
+                    self.described(),
                     self.max,
                     POOL_WAIT.as_secs()
                 )));
@@ -292,7 +526,7 @@ impl Pool {
 
     /// Gives a connection back, or forgets it if it is broken.
     fn put(&self, conn: Conn) {
-        if conn.client.is_closed() {
+        if !conn.session.usable() {
             self.discard();
             return;
         }
@@ -306,64 +540,16 @@ impl Pool {
         self.freed.notify_one();
     }
 
-    /// A new connection, with this store's bound on lock waits.
-    fn connect_client(&self) -> Result<Client, VaultError> {
-        let mut client = self.config.connect(NoTls).map_err(|e| self.error("connecting", &e))?;
-        client
-            .batch_execute(&format!("SET lock_timeout = {}", self.lock_timeout.as_millis()))
-            .map_err(|e| self.error("setting lock_timeout", &e))?;
-        Ok(client)
-    }
-
-    /// The schema version the store records (its table exists); a schema
-    /// newer than this build knows is refused.
-    fn schema_version(&self, client: &mut impl GenericClient) -> Result<i32, VaultError> {
-        let version: i32 = client
-            .query_opt(&format!("SELECT version FROM {} WHERE id", self.sql.version), &[])
-            .map_err(|e| self.error("checking the schema", &e))?
-            .map(|row| row.get(0))
-            .unwrap_or(0);
-        if version > SCHEMA_VERSION {
-            return Err(VaultError::Rejected(format!(
-                "{}: the database schema is at version {version}, newer than this build knows ({SCHEMA_VERSION}); \
-                 upgrade the secrets host before connecting it to this store",
-                self.described
-            )));
-        }
-        Ok(version)
+    /// A new connection outside the pool.
+    fn session(&self) -> Result<Session, VaultError> {
+        Session::open(&self.config, &self.limits)
     }
 
     fn open_conn(&self) -> Result<Conn, VaultError> {
-        let mut client = self.connect_client()?;
-        let mut prepare = |sql: &str| client.prepare(sql).map_err(|e| self.error("preparing statements", &e));
+        let session = self.session()?;
+        let prepare = |sql: &str| session.wait("preparing statements", Patience::Answer, session.client.prepare(sql));
         let (get, put, remove) = (prepare(&self.sql.get)?, prepare(&self.sql.put)?, prepare(&self.sql.remove)?);
-        Ok(Conn { client, get, put, remove })
-    }
-
-    /// A [`VaultError`] for a failed database operation; never quotes a
-    /// parameter, a row or a password.
-    fn error(&self, what: &str, e: &postgres::Error) -> VaultError {
-        match e.as_db_error() {
-            Some(db) => {
-                let code = db.code().code();
-                if code == "55P03" {
-                    return VaultError::Unavailable(format!(
-                        "{}: {what}: another client held the lock for {} s (lock_timeout=); it may be stuck",
-                        self.described,
-                        self.lock_timeout.as_secs_f64()
-                    ));
-                }
-                let msg = format!("{}: {what}: {} {code}: {}", self.described, db.severity(), db.message());
-                // Connection problems, resource exhaustion, shutdowns, lock
-                // timeouts, serialisation failures and deadlocks: try again.
-                let transient = ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class)) || code == "55P03";
-                if transient { VaultError::Unavailable(msg) } else { VaultError::Other(msg) }
-            }
-            None => {
-                let cause = std::error::Error::source(e).map(|c| format!(": {c}")).unwrap_or_default();
-                VaultError::Unavailable(format!("{}: {what}: {e}{cause}", self.described))
-            }
-        }
+        Ok(Conn { session, get, put, remove })
     }
 }
 
@@ -393,21 +579,37 @@ impl PostgresBackend {
     /// entries are sealed under.
     pub fn connect(config: &PostgresConfig, keyring: Keyring) -> Result<Self, VaultError> {
         let described = config.redacted.clone();
-        let mut pg: Config = config.conn_url.parse().map_err(|e: postgres::Error| {
+        let mut pg: Config = config.conn_url.parse().map_err(|e: tokio_postgres::Error| {
             let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
             VaultError::Rejected(format!("{described}: {e}{cause}"))
         })?;
+        let connect_bound = pg.get_connect_timeout().map_or(config.timeout, |t| config.timeout.max(*t));
         if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(CONNECT_TIMEOUT);
+            pg.connect_timeout(CONNECT_TIMEOUT.min(config.timeout));
         }
+        // One worker drives every connection of this store; calls block on it.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("secrets-postgres")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| VaultError::Other(format!("{described}: starting the connection runtime: {e}")))?;
+        let limits = Arc::new(Limits {
+            runtime: runtime.handle().clone(),
+            described: described.into(),
+            lock_timeout: config.lock_timeout,
+            timeout: config.timeout,
+            connect_bound,
+        });
         let pool = Arc::new(Pool {
             config: pg,
             sql: Sql::new(config.schema.clone()),
-            described: described.into(),
+            limits,
             max: config.pool_size,
-            lock_timeout: config.lock_timeout,
             state: Mutex::new(PoolState { idle: Vec::new(), open: 0 }),
             freed: Condvar::new(),
+            runtime: Some(runtime),
         });
         let backend = PostgresBackend { pool, keyring: Arc::new(keyring) };
         backend.migrate()?;
@@ -419,61 +621,83 @@ impl PostgresBackend {
     /// transaction under a store-wide advisory lock.
     fn migrate(&self) -> Result<(), VaultError> {
         let pool = &self.pool;
-        let sql = &pool.sql;
-        let mut client = pool.connect_client()?;
         // Usually everything is in place: then nothing is written and no
         // store-wide lock is taken, so a stalled client holding that lock
         // cannot stop anyone else's start.
-        if self.ready(&mut client)? {
+        if self.ready(&pool.session()?)? {
             return Ok(());
         }
-        // A connection of its own for the locked pass: this one has looked
-        // the tables up, and its catalog cache would not see tables another
-        // replica creates while we wait for the lock.
-        drop(client);
-        let mut client = pool.connect_client()?;
-        let mut txn = client.transaction().map_err(|e| pool.error("starting the schema migration", &e))?;
-        let err = |e: postgres::Error| pool.error("checking the schema", &e);
+        // A connection of its own for the locked pass: the first one has
+        // looked the tables up, and its catalog cache would not see tables
+        // another replica creates while we wait for the lock.
+        let session = pool.session()?;
+        session.batch_execute("starting the schema migration", Patience::Answer, "BEGIN")?;
+        // Dropping the session without COMMIT ends the transaction.
+        self.migrate_locked(&session)?;
+        session.batch_execute("committing the schema migration", Patience::Lock, "COMMIT")
+    }
+
+    fn migrate_locked(&self, session: &Session) -> Result<(), VaultError> {
+        let sql = &self.pool.sql;
+        const WHAT: &str = "checking the schema";
         // Bounded by the connection's lock_timeout.
-        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&sql.migrate_lock()])
-            .map_err(|e| pool.error("waiting for the store-wide schema lock", &e))?;
+        session.execute(
+            "waiting for the store-wide schema lock",
+            Patience::Lock,
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&sql.migrate_lock()],
+        )?;
 
         // DDL only when something is missing, so that a role without CREATE
         // rights can use a store that is already set up.
-        let exists: bool = txn.query_one("SELECT to_regclass($1) IS NOT NULL", &[&sql.version]).map_err(err)?.get(0);
+        let exists: bool =
+            session.query_one(WHAT, Patience::Lock, "SELECT to_regclass($1) IS NOT NULL", &[&sql.version])?.get(0);
         if !exists {
             if let Some(schema) = &sql.schema {
-                let has: bool = txn
-                    .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", &[schema])
-                    .map_err(err)?
+                let has: bool = session
+                    .query_one(
+                        WHAT,
+                        Patience::Lock,
+                        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                        &[schema],
+                    )?
                     .get(0);
                 if !has {
-                    txn.batch_execute(&format!("CREATE SCHEMA \"{schema}\"")).map_err(err)?;
+                    session.batch_execute(WHAT, Patience::Lock, &format!("CREATE SCHEMA \"{schema}\""))?;
                 }
             }
-            txn.batch_execute(&format!(
-                "CREATE TABLE {} (id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id), version INTEGER NOT NULL);
-                 INSERT INTO {} (id, version) VALUES (TRUE, 0);",
-                sql.version, sql.version
-            ))
-            .map_err(err)?;
+            session.batch_execute(
+                WHAT,
+                Patience::Lock,
+                &format!(
+                    "CREATE TABLE {} (id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id), version INTEGER NOT NULL);
+                     INSERT INTO {} (id, version) VALUES (TRUE, 0);",
+                    sql.version, sql.version
+                ),
+            )?;
         }
-        let version = pool.schema_version(&mut txn)?;
+        let version = session.schema_version(sql)?;
         for i in version as usize..MIGRATIONS.len() {
-            txn.batch_execute(&sql.migration(i))
-                .map_err(|e| pool.error(&format!("migrating the schema to version {}", i + 1), &e))?;
+            session.batch_execute(
+                &format!("migrating the schema to version {}", i + 1),
+                Patience::Lock,
+                &sql.migration(i),
+            )?;
         }
         if version < SCHEMA_VERSION {
-            txn.execute(&format!("UPDATE {} SET version = $1 WHERE id", sql.version), &[&SCHEMA_VERSION])
-                .map_err(err)?;
+            session.execute(
+                WHAT,
+                Patience::Lock,
+                &format!("UPDATE {} SET version = $1 WHERE id", sql.version),
+                &[&SCHEMA_VERSION],
+            )?;
         }
 
-        let rows = &mut KeyCheckTable { client: &mut txn, sql, pool };
-        if sealed::check_keyring(rows, &self.keyring, KEY_CHECK, &pool.described)? == KeyringCheck::NeedsKeyCheck {
+        let rows = &mut KeyCheckTable { session, sql, patience: Patience::Lock };
+        if sealed::check_keyring(rows, &self.keyring, KEY_CHECK, self.pool.described())? == KeyringCheck::NeedsKeyCheck
+        {
             sealed::write_key_check(rows, &self.keyring, KEY_CHECK)?;
         }
-        txn.commit().map_err(|e| pool.error("committing the schema migration", &e))?;
-        drop(client);
         Ok(())
     }
 
@@ -482,121 +706,107 @@ impl PostgresBackend {
     /// version, and the keyring matching the store with the key check of
     /// its newest generation in place. A wrong keyring or a newer schema is
     /// refused here already.
-    fn ready(&self, client: &mut Client) -> Result<bool, VaultError> {
-        let pool = &self.pool;
-        let sql = &pool.sql;
-        let err = |e: postgres::Error| pool.error("checking the schema", &e);
-        let mut txn = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(err)?;
-        let ready = (|| {
-            let exists: bool =
-                txn.query_one("SELECT to_regclass($1) IS NOT NULL", &[&sql.version]).map_err(err)?.get(0);
-            if !exists {
-                return Ok(false);
-            }
-            if pool.schema_version(&mut txn)? < SCHEMA_VERSION {
-                return Ok(false);
-            }
-            let rows = &mut KeyCheckTable { client: &mut txn, sql, pool };
-            Ok(sealed::check_keyring(rows, &self.keyring, KEY_CHECK, &pool.described)? == KeyringCheck::Matches)
-        })();
-        // Ended here, not on drop (which defers the ROLLBACK): the locked
-        // pass that may follow must start a transaction of its own, with a
-        // fresh snapshot.
-        txn.rollback().map_err(err)?;
-        ready
+    fn ready(&self, session: &Session) -> Result<bool, VaultError> {
+        let sql = &self.pool.sql;
+        const WHAT: &str = "checking the schema";
+        session.batch_execute(WHAT, Patience::Answer, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        let exists: bool =
+            session.query_one(WHAT, Patience::Answer, "SELECT to_regclass($1) IS NOT NULL", &[&sql.version])?.get(0);
+        if !exists || session.schema_version(sql)? < SCHEMA_VERSION {
+            return Ok(false);
+        }
+        let rows = &mut KeyCheckTable { session, sql, patience: Patience::Answer };
+        Ok(sealed::check_keyring(rows, &self.keyring, KEY_CHECK, self.pool.described())? == KeyringCheck::Matches)
     }
 
     /// Starts a transaction on a pooled connection; a reused connection that
     /// turns out to be dead is replaced (nothing has happened on it yet).
-    fn start(&self, begin_sql: &str) -> Result<PgTxn, VaultError> {
+    fn start(&self, begin_sql: &str, patience: Patience) -> Result<PgTxn, VaultError> {
         loop {
-            let (mut conn, reused) = self.pool.get()?;
-            match conn.client.batch_execute(begin_sql) {
-                Ok(()) => return Ok(PgTxn { conn: Some(conn), pool: self.pool.clone(), failed: false }),
+            let (conn, reused) = self.pool.get()?;
+            match conn.session.wait("beginning a transaction", patience, conn.session.client.batch_execute(begin_sql))
+            {
+                Ok(()) => return Ok(PgTxn { conn: Some(conn), pool: self.pool.clone(), failed: false, patience }),
                 Err(e) => {
-                    // Gone while idle: closed, a transport error, or the
-                    // server's goodbye (admin shutdown, connection failure).
-                    let gone = conn.client.is_closed()
-                        || e.as_db_error().is_none()
-                        || e.code().is_some_and(|c| {
-                            let c = c.code();
-                            c.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c)
-                        });
+                    // Gone while idle (closed, or the server said goodbye):
+                    // try another. Anything else, a request left unanswered
+                    // included, is the caller's answer.
+                    let gone = conn.session.client.is_closed() && !conn.session.broken.load(Ordering::Relaxed);
                     self.pool.discard();
                     drop(conn);
                     if !(reused && gone) {
-                        return Err(self.pool.error("beginning a transaction", &e));
+                        return Err(e);
                     }
                 }
             }
         }
     }
-
 }
 
 /// The key-check table and the generation column of the entries, inside a
 /// transaction, for the shared keyring check.
-struct KeyCheckTable<'a, C> {
-    client: &'a mut C,
+struct KeyCheckTable<'a> {
+    session: &'a Session,
     sql: &'a Sql,
-    pool: &'a Pool,
+    patience: Patience,
 }
 
-impl<C: GenericClient> KeyCheckRows for KeyCheckTable<'_, C> {
+impl KeyCheckRows for KeyCheckTable<'_> {
     fn key_checks(&mut self) -> Result<Vec<(i64, Vec<u8>)>, VaultError> {
-        let rows = self
-            .client
-            .query(&format!("SELECT generation, value FROM {} ORDER BY generation", self.sql.key_checks), &[])
-            .map_err(|e| self.pool.error("reading the key checks", &e))?;
+        let rows = self.session.query(
+            "reading the key checks",
+            self.patience,
+            &format!("SELECT generation, value FROM {} ORDER BY generation", self.sql.key_checks),
+            &[],
+        )?;
         Ok(rows.iter().map(|row| (i64::from(row.get::<_, i32>(0)), row.get(1))).collect())
     }
 
     fn generations_in_use(&mut self) -> Result<Vec<i64>, VaultError> {
         // A loose index scan: PostgreSQL's DISTINCT would read the whole index.
-        let rows = self
-            .client
-            .query(
-                &format!(
-                    "WITH RECURSIVE used (generation) AS (
-                         (SELECT generation FROM {entries} ORDER BY generation LIMIT 1)
-                         UNION ALL
-                         SELECT (SELECT e.generation FROM {entries} e WHERE e.generation > used.generation
-                                 ORDER BY e.generation LIMIT 1)
-                         FROM used WHERE used.generation IS NOT NULL
-                     )
-                     SELECT generation FROM used WHERE generation IS NOT NULL",
-                    entries = self.sql.entries
-                ),
-                &[],
-            )
-            .map_err(|e| self.pool.error("reading the generations entries use", &e))?;
+        let rows = self.session.query(
+            "reading the generations entries use",
+            self.patience,
+            &format!(
+                "WITH RECURSIVE used (generation) AS (
+                     (SELECT generation FROM {entries} ORDER BY generation LIMIT 1)
+                     UNION ALL
+                     SELECT (SELECT e.generation FROM {entries} e WHERE e.generation > used.generation
+                             ORDER BY e.generation LIMIT 1)
+                     FROM used WHERE used.generation IS NOT NULL
+                 )
+                 SELECT generation FROM used WHERE generation IS NOT NULL",
+                entries = self.sql.entries
+            ),
+            &[],
+        )?;
         Ok(rows.iter().map(|row| i64::from(row.get::<_, i32>(0))).collect())
     }
 
     fn count_under(&mut self, generation: i64) -> Result<u64, VaultError> {
         let generation = i32::try_from(generation).unwrap_or(i32::MAX);
         let count: i64 = self
-            .client
-            .query_one(&format!("SELECT count(*) FROM {} WHERE generation = $1", self.sql.entries), &[&generation])
-            .map_err(|e| self.pool.error("counting entries by generation", &e))?
+            .session
+            .query_one(
+                "counting entries by generation",
+                self.patience,
+                &format!("SELECT count(*) FROM {} WHERE generation = $1", self.sql.entries),
+                &[&generation],
+            )?
             .get(0);
         Ok(count as u64)
     }
 
     fn add_key_check(&mut self, generation: u32, sealed: &[u8]) -> Result<(), VaultError> {
         let generation = generation_column(generation)?;
-        self.client
+        self.session
             .execute(
+                "writing the key check",
+                self.patience,
                 &format!("INSERT INTO {} (generation, value) VALUES ($1, $2)", self.sql.key_checks),
                 &[&generation, &sealed],
             )
             .map(drop)
-            .map_err(|e| self.pool.error("writing the key check", &e))
     }
 }
 
@@ -609,22 +819,22 @@ impl Rotation for PostgresBackend {
 
     fn count_older(&self, newest: u32) -> Result<u64, VaultError> {
         let newest = generation_column(newest)?;
-        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY")?;
+        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY", Patience::Answer)?;
         let entries = &self.pool.sql.entries;
-        let row = txn.run("counting entries to rotate", |c| {
-            c.client.query_one(&format!("SELECT count(*) FROM {entries} WHERE generation < $1"), &[&newest])
+        let row = txn.run(|c, p| {
+            c.session.query_one(
+                "counting entries to rotate",
+                p,
+                &format!("SELECT count(*) FROM {entries} WHERE generation < $1"),
+                &[&newest],
+            )
         })?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    fn rotate_batch(
-        &self,
-        newest: u32,
-        limit: usize,
-        reseal: sealed::Reseal<'_>,
-    ) -> Result<u64, VaultError> {
+    fn rotate_batch(&self, newest: u32, limit: usize, reseal: sealed::Reseal<'_>) -> Result<u64, VaultError> {
         let newest = generation_column(newest)?;
-        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED")?;
+        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED", Patience::Lock)?;
         let sql = &self.pool.sql;
         // SKIP LOCKED: rows that a writer holds are left for a later batch,
         // so rotation never waits on (or deadlocks with) a writer, and never
@@ -634,13 +844,13 @@ impl Rotation for PostgresBackend {
             sql.entries
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = txn.run("selecting entries to rotate", |c| c.client.query(&select, &[&newest, &limit]))?;
+        let rows = txn.run(|c, p| c.session.query("selecting entries to rotate", p, &select, &[&newest, &limit]))?;
         let update = format!("UPDATE {} SET value = $2, generation = $3 WHERE key = $1", sql.entries);
         for row in &rows {
             let key: String = row.get(0);
             let sealed: Vec<u8> = row.get(1);
-            let resealed = reseal(&key, &sealed).map_err(|e| sealed::name_store(e, &self.pool.described))?;
-            txn.run("re-sealing an entry", |c| c.client.execute(&update, &[&key, &resealed, &newest]))?;
+            let resealed = reseal(&key, &sealed).map_err(|e| sealed::name_store(e, self.pool.described()))?;
+            txn.run(|c, p| c.session.execute("re-sealing an entry", p, &update, &[&key, &resealed, &newest]))?;
         }
         Box::new(txn).commit()?;
         Ok(rows.len() as u64)
@@ -654,40 +864,44 @@ fn generation_column(generation: u32) -> Result<i32, VaultError> {
 
 impl Backend for PostgresBackend {
     fn begin(&self, access: Access, lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
-        let begin = match access {
-            Access::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_owned(),
+        let mut txn = match access {
+            Access::Read => self.start("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", Patience::Answer)?,
             // READ COMMITTED: every statement after the lock sees what the
             // previous holder committed (REPEATABLE READ would take its
             // snapshot before the lock was granted).
             // The schema lock in shared mode fences key-check writes: a new
             // generation's check waits for the writers in flight, and every
             // writer after it sees the check (see `sealed::fence`).
+            // Every statement of a writer may wait for a lock (rotation
+            // holds row locks), so all of them get `lock_timeout` on top.
             Access::Write => {
                 let key = lock_key(&format!("secrets:write:{}:{lock_scope}", self.pool.sql.lock_namespace()));
-                format!(
-                    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock_shared({}); \
-                     SELECT pg_advisory_xact_lock({key})",
-                    self.pool.sql.migrate_lock()
-                )
+                self.start(
+                    &format!(
+                        "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock_shared({}); \
+                         SELECT pg_advisory_xact_lock({key})",
+                        self.pool.sql.migrate_lock()
+                    ),
+                    Patience::Lock,
+                )?
             }
         };
-        let mut txn = self.start(&begin)?;
         if access == Access::Write {
             let checks = &self.pool.sql.key_checks;
-            let newest = txn.run("reading the key checks", |c| {
-                c.client.query_one(&format!("SELECT max(generation) FROM {checks}"), &[])
+            let newest = txn.run(|c, p| {
+                c.session.query_one("reading the key checks", p, &format!("SELECT max(generation) FROM {checks}"), &[])
             })?;
-            sealed::fence(newest.get::<_, Option<i32>>(0).map(i64::from), &self.keyring, &self.pool.described)?;
+            sealed::fence(newest.get::<_, Option<i32>>(0).map(i64::from), &self.keyring, self.pool.described())?;
         }
-        Ok(Box::new(SealedTxn::new(txn, self.keyring.clone(), self.pool.described.clone())))
+        Ok(Box::new(SealedTxn::new(txn, self.keyring.clone(), self.pool.limits.described.clone())))
     }
 
     fn describe(&self) -> String {
-        self.pool.described.to_string()
+        self.pool.described().to_owned()
     }
 
     fn rotate_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, VaultError> {
-        sealed::rotate_all(self, &self.keyring, &self.pool.described, ROTATE_BATCH, progress)
+        sealed::rotate_all(self, &self.keyring, self.pool.described(), ROTATE_BATCH, progress)
     }
 }
 
@@ -699,38 +913,37 @@ struct PgTxn {
     pool: Arc<Pool>,
     /// A statement failed: PostgreSQL has aborted the transaction.
     failed: bool,
+    /// How long each of its statements may wait.
+    patience: Patience,
 }
 
 impl PgTxn {
-    fn run<T>(&mut self, what: &str, f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>) -> Result<T, VaultError> {
+    fn run<T>(&mut self, f: impl FnOnce(&Conn, Patience) -> Result<T, VaultError>) -> Result<T, VaultError> {
         if self.failed {
             return Err(VaultError::Other(format!(
-                "{}: {what}: the transaction was aborted by an earlier error",
-                self.pool.described
+                "{}: the transaction was aborted by an earlier error",
+                self.pool.described()
             )));
         }
-        let conn = self.conn.as_mut().expect("a live transaction has a connection");
-        f(conn).map_err(|e| {
-            self.failed = true;
-            self.pool.error(what, &e)
-        })
+        let conn = self.conn.as_ref().expect("a live transaction has a connection");
+        f(conn, self.patience).inspect_err(|_| self.failed = true)
     }
 }
 
 impl RawTxn for PgTxn {
     fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, i64)>, VaultError> {
-        let row = self.run("reading an entry", |c| c.client.query_opt(&c.get, &[&key]))?;
+        let row = self.run(|c, p| c.session.query_opt("reading an entry", p, &c.get, &[&key]))?;
         Ok(row.map(|r| (r.get(0), i64::from(r.get::<_, i32>(1)))))
     }
 
     fn put(&mut self, key: &str, sealed: &[u8], generation: u32) -> Result<(), VaultError> {
         let generation = generation_column(generation)?;
-        self.run("writing an entry", |c| c.client.execute(&c.put, &[&key, &sealed, &generation]))?;
+        self.run(|c, p| c.session.execute("writing an entry", p, &c.put, &[&key, &sealed, &generation]))?;
         Ok(())
     }
 
     fn remove(&mut self, key: &str) -> Result<(), VaultError> {
-        self.run("deleting an entry", |c| c.client.execute(&c.remove, &[&key]))?;
+        self.run(|c, p| c.session.execute("deleting an entry", p, &c.remove, &[&key]))?;
         Ok(())
     }
 
@@ -739,11 +952,11 @@ impl RawTxn for PgTxn {
             // Drop rolls back.
             return Err(VaultError::Other(format!(
                 "{}: not committed: a statement of the transaction failed, so it was rolled back",
-                self.pool.described
+                self.pool.described()
             )));
         }
-        let mut conn = self.conn.take().expect("a live transaction has a connection");
-        match conn.client.batch_execute("COMMIT") {
+        let conn = self.conn.take().expect("a live transaction has a connection");
+        match conn.session.batch_execute("committing", self.patience, "COMMIT") {
             Ok(()) => {
                 self.pool.put(conn);
                 Ok(())
@@ -752,7 +965,7 @@ impl RawTxn for PgTxn {
                 // The outcome of a COMMIT whose answer was lost is unknown;
                 // the connection is not reused either way.
                 self.pool.discard();
-                Err(self.pool.error("committing", &e))
+                Err(e)
             }
         }
     }
@@ -760,10 +973,14 @@ impl RawTxn for PgTxn {
 
 impl Drop for PgTxn {
     fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            match conn.client.batch_execute("ROLLBACK") {
-                Ok(()) => self.pool.put(conn),
-                Err(_) => self.pool.discard(),
+        if let Some(conn) = self.conn.take() {
+            // A connection left without an answer is closed, not asked to
+            // roll back (that would wait out another timeout); the server
+            // rolls back when the connection goes.
+            if conn.session.usable() && conn.session.batch_execute("rolling back", Patience::Answer, "ROLLBACK").is_ok() {
+                self.pool.put(conn);
+            } else {
+                self.pool.discard();
             }
         }
     }

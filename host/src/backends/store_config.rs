@@ -30,7 +30,7 @@ use crate::backends::openbao::{
     config::{clean_path, parse_seconds},
 };
 #[cfg(feature = "postgres")]
-use crate::backends::postgres::{DEFAULT_LOCK_TIMEOUT, DEFAULT_POOL_SIZE, PostgresBackend, PostgresConfig};
+use crate::backends::postgres::{DEFAULT_LOCK_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, PostgresBackend, PostgresConfig};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::backends::sealed::MASTER_KEY_ENV;
 #[cfg(feature = "sqlite")]
@@ -251,8 +251,8 @@ fn sqlite(url: &str) -> Result<SqliteConfig, VaultError> {
 }
 
 /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB?PARAMS`: `key_file=`,
-/// `schema=` and `pool_size=` are ours; every other parameter goes to the
-/// `postgres` crate as written.
+/// `schema=`, `pool_size=`, `lock_timeout=` and `timeout=` are ours; every
+/// other parameter goes to the `tokio-postgres` crate as written.
 #[cfg(feature = "postgres")]
 fn postgres(url: &str) -> Result<PostgresConfig, VaultError> {
     let redacted = redact_url(url);
@@ -267,6 +267,7 @@ fn postgres(url: &str) -> Result<PostgresConfig, VaultError> {
         schema: None,
         pool_size: DEFAULT_POOL_SIZE,
         lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        timeout: DEFAULT_TIMEOUT,
     };
     let mut kept = Vec::new();
     for p in params {
@@ -287,6 +288,7 @@ fn postgres(url: &str) -> Result<PostgresConfig, VaultError> {
                 config.schema = Some(name);
             }
             "lock_timeout" => config.lock_timeout = seconds(&redacted, p.name, &p.value)?,
+            "timeout" => config.timeout = seconds(&redacted, p.name, &p.value)?,
             "pool_size" => {
                 config.pool_size = match p.value.parse::<usize>() {
                     Ok(n) if (1..=1000).contains(&n) => n,
