@@ -12,6 +12,9 @@ use exports::cp::secrets::secrets::{self as wit, Guest};
 use crate::model::{self, Error, VaultError};
 use crate::{Limits, Secrets};
 
+/// Keys per `retrieve-many` request: the host refuses more (the WIT says so).
+const MAX_KEYS_PER_BATCH: usize = 1024;
+
 struct Component;
 export!(Component);
 
@@ -33,6 +36,13 @@ impl model::Vault for ImportedVault {
     }
     fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
         vault::retrieve(key).map_err(vault_error)
+    }
+    fn retrieve_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, VaultError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_KEYS_PER_BATCH) {
+            values.extend(vault::retrieve_many(chunk).map_err(vault_error)?);
+        }
+        Ok(values)
     }
     fn delete(&self, key: &str) -> Result<(), VaultError> {
         vault::delete(key).map_err(vault_error)

@@ -159,6 +159,10 @@ impl From<VaultError> for Error {
 pub trait Vault {
     fn store(&self, key: &str, value: &[u8]) -> Result<(), VaultError>;
     fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError>;
+    /// The values under `keys`, in order: one round trip to a remote store.
+    fn retrieve_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, VaultError> {
+        keys.iter().map(|key| self.retrieve(key)).collect()
+    }
     fn delete(&self, key: &str) -> Result<(), VaultError>;
     fn rotate(&self, key: &str) -> Result<(), VaultError>;
 }

@@ -10,6 +10,7 @@ wasmtime::component::bindgen!({
     imports: {
         "cp:secrets/vault.store": trappable,
         "cp:secrets/vault.retrieve": trappable,
+        "cp:secrets/vault.retrieve-many": trappable,
         "cp:secrets/vault.delete": trappable,
         "cp:secrets/vault.rotate": trappable,
     },

@@ -47,6 +47,8 @@ pub const MAX_VAULT_ENTRY_BYTES: usize = 8 << 20;
 /// Most vault operations one call may make (inject on an instance at the
 /// 10,000-key hard limit makes about 10,001).
 pub const MAX_VAULT_OPS_PER_CALL: u64 = 100_000;
+/// Keys one `retrieve-many` may name.
+pub const MAX_KEYS_PER_BATCH: usize = 1024;
 /// Most bytes one call may store in total.
 pub const MAX_BYTES_STORED_PER_CALL: u64 = 64 << 20;
 /// How long one call may run before it is interrupted (a trap), by default.
@@ -156,6 +158,17 @@ impl vault::Host for CallState {
     fn retrieve(&mut self, key: String) -> Result<Option<Vec<u8>>, VaultFault> {
         let key = self.admit(&key, 0)?;
         Ok(self.txn.retrieve(&key)?)
+    }
+
+    fn retrieve_many(&mut self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, VaultFault> {
+        if keys.len() > MAX_KEYS_PER_BATCH {
+            return Err(VaultFault::Limit(format!(
+                "retrieve-many names at most {MAX_KEYS_PER_BATCH} keys, got {}",
+                keys.len()
+            )));
+        }
+        let keys = keys.iter().map(|key| self.admit(key, 0)).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.txn.retrieve_many(&keys)?)
     }
 
     fn delete(&mut self, key: String) -> Result<(), VaultFault> {

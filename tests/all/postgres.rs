@@ -596,7 +596,9 @@ fn dead_pooled_connections_are_replaced() {
 }
 
 /// After a statement fails, PostgreSQL would turn COMMIT into a silent
-/// ROLLBACK: commit must report the failure instead, and nothing lands.
+/// ROLLBACK: commit must report the failure instead, and nothing lands. A
+/// failed read aborts the transaction at once; a failed write (writes are
+/// sent with COMMIT) fails the commit.
 #[test]
 fn a_failed_statement_makes_commit_fail() {
     let schema = TestSchema::new("aborted");
@@ -604,10 +606,18 @@ fn a_failed_statement_makes_commit_fail() {
     let mut t = backend.begin(Access::Write, "test").unwrap();
     t.store("t/00/good", b"v").unwrap();
     // PostgreSQL text cannot hold NUL: the statement fails.
-    assert!(t.store("t/00/bad\0key", b"x").is_err());
+    assert!(t.retrieve("t/00/bad\0key").is_err());
     assert!(t.retrieve("t/00/good").is_err(), "an aborted transaction answers nothing");
+    assert!(t.store("t/00/other", b"w").is_err(), "an aborted transaction takes no writes");
     assert!(t.commit().is_err(), "commit after a failed statement must fail");
     assert_eq!(retrieve(&backend, "t/00/good").unwrap(), None);
+
+    let mut t = backend.begin(Access::Write, "test").unwrap();
+    t.store("t/00/good", b"v").unwrap();
+    t.store("t/00/bad\0key", b"x").unwrap();
+    let err = t.commit().expect_err("a failed write fails the commit");
+    assert!(err.to_string().contains("committing"), "{err}");
+    assert_eq!(retrieve(&backend, "t/00/good").unwrap(), None, "nothing of it landed");
     // The connection went back to the pool in a usable state.
     store_all(&backend, &[("t/00/after".into(), b"w".to_vec())]);
     assert_eq!(retrieve(&backend, "t/00/after").unwrap().as_deref(), Some(&b"w"[..]));
@@ -621,6 +631,8 @@ fn writers_on_one_scope_wait_for_each_other() {
     let schema = TestSchema::new("lock");
     let (one, two) = (connect(&schema.url(), test_keyring()), connect(&schema.url(), test_keyring()));
     let mut first = one.begin(Access::Write, "t/00/scope").unwrap();
+    // The lock is taken with the first request.
+    assert_eq!(first.retrieve("t/00/counter").unwrap(), None);
     first.store("t/00/counter", b"1").unwrap();
     let waiter = std::thread::spawn(move || {
         let started = Instant::now();
@@ -785,13 +797,15 @@ fn a_writer_behind_a_stuck_writer_gives_up_after_lock_timeout() {
     let url = with_params(&schema.url(), "lock_timeout=1");
     let backend = connect(&url, test_keyring());
     let mut stuck = backend.begin(Access::Write, "t/00/same-instance").unwrap();
-    stuck.store("t/00/x", b"held").unwrap();
+    // The lock is taken with the first request.
+    assert_eq!(stuck.retrieve("t/00/x").unwrap(), None);
     let started = Instant::now();
-    let err = backend.begin(Access::Write, "t/00/same-instance").err().expect("the second writer gives up");
+    let mut second = backend.begin(Access::Write, "t/00/same-instance").unwrap();
+    let err = second.retrieve("t/00/x").expect_err("the second writer gives up");
     assert!(matches!(&err, VaultError::Unavailable(m) if m.contains("lock_timeout")), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    drop(stuck);
-    backend.begin(Access::Write, "t/00/same-instance").unwrap();
+    drop((stuck, second));
+    backend.begin(Access::Write, "t/00/same-instance").unwrap().retrieve("t/00/x").unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -873,4 +887,57 @@ fn the_timeout_parameter_is_validated() {
         let err = StoreConfig::parse(&format!("postgres://u@h/db?timeout={bad}")).expect_err(bad);
         assert!(matches!(&err, VaultError::Rejected(m) if m.contains("timeout=")), "{bad}: {err:?}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Round trips per call, counted (not timed).
+
+/// The round trips (requests sent and waited for) each exported call costs
+/// on a warm pool, for an instance of 20 env keys and one file: a
+/// regression fails here. Reads send BEGIN with their first request and end
+/// without waiting; writers send their writes with COMMIT.
+#[test]
+fn round_trips_per_call_are_pinned() {
+    let schema = TestSchema::new("trips");
+    let backend = connect(&schema.url(), test_keyring());
+    let s = crate::common::service(backend.clone());
+    let scope = Scope::tenant(&unique("trips")).unwrap();
+    for i in 0..20 {
+        s.set(&scope, SetRequest::new("web", &format!("K{i:02}"), SecretType::Env, format!("v{i}"))).unwrap();
+    }
+    s.set(&scope, SetRequest::new("web", "config.json", SecretType::File, "{}")).unwrap();
+    let cost = |call: &dyn Fn()| {
+        call(); // warm: the pool's connection exists
+        let before = backend.round_trips();
+        call();
+        backend.round_trips() - before
+    };
+    let measured = [
+        ("get", cost(&|| drop(s.get(&scope, "web", "K03").unwrap()))),
+        ("versions", cost(&|| drop(s.versions(&scope, "web", "K03").unwrap()))),
+        ("list", cost(&|| drop(s.list(&scope, "web").unwrap()))),
+        ("inject (20 env keys)", cost(&|| drop(s.inject(&scope, "web").unwrap()))),
+        ("mounts (1 file)", cost(&|| drop(s.mounts(&scope, "web").unwrap()))),
+        ("set", cost(&|| drop(s.set(&scope, SetRequest::new("web", "K03", SecretType::Env, "new")).unwrap()))),
+        ("rotate", cost(&|| assert!(s.rotate(&scope, "web", "K03").unwrap() > 0))),
+    ];
+    eprintln!("postgres round trips: {measured:?}");
+    let expected = [
+        ("get", 2),
+        ("versions", 1),
+        ("list", 1),
+        ("inject (20 env keys)", 21),
+        ("mounts (1 file)", 2),
+        ("set", 3),
+        ("rotate", 3),
+    ];
+    assert_eq!(measured, expected);
+    // A new key, and deleting it.
+    let before = backend.round_trips();
+    s.set(&scope, SetRequest::new("web", "NEW", SecretType::Env, "n")).unwrap();
+    let set_new = backend.round_trips() - before;
+    let before = backend.round_trips();
+    s.delete(&scope, "web", "NEW").unwrap();
+    let delete = backend.round_trips() - before;
+    assert_eq!((set_new, delete), (3, 3), "set of a new key, delete");
 }

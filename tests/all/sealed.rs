@@ -163,6 +163,8 @@ pub fn a_writer_with_an_older_keyring_is_fenced(h: &dyn Harness) {
     store(&old, &[("t/00/a", b"a")]);
     // In flight while the new generation arrives.
     let mut in_flight = old.begin(Access::Write, "sealed-suite").unwrap();
+    // Holding its locks from its first request on.
+    assert_eq!(in_flight.retrieve("t/00/in-flight").unwrap(), None);
     in_flight.store("t/00/in-flight", b"b").unwrap();
     let both = std::thread::scope(|s| {
         let opening = s.spawn(|| h.open(ring(&[(1, 0x11), (2, 0x22)])).unwrap());
@@ -172,7 +174,11 @@ pub fn a_writer_with_an_older_keyring_is_fenced(h: &dyn Harness) {
         opening.join().unwrap()
     });
     // After it: refused, and nothing written.
-    let err = old.begin(Access::Write, "sealed-suite").err().expect("a writer with the older keyring is refused");
+    // At begin, or with its first request (where a backend takes its locks).
+    let err = match old.begin(Access::Write, "sealed-suite") {
+        Err(e) => e,
+        Ok(mut t) => t.retrieve("t/00/a").expect_err("a writer with the older keyring is refused"),
+    };
     assert!(matches!(&err, VaultError::Rejected(m) if m.contains("newer than this process's keyring")), "{err:?}");
     assert_eq!(both.rotate_all(&mut |_, _| {}).unwrap(), 2, "both entries of generation 1 moved");
     drop((old, both));

@@ -106,6 +106,11 @@ pub trait Vault: Send {
     fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError>;
     /// The value under `key`, or `None`.
     fn retrieve(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError>;
+    /// The values under `keys`, in order. Remote backends answer it in one
+    /// round trip (or concurrently); the default reads them one by one.
+    fn retrieve_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, VaultError> {
+        keys.iter().map(|key| self.retrieve(key)).collect()
+    }
     /// Removes `key`; a missing key is not an error.
     fn delete(&mut self, key: &str) -> Result<(), VaultError>;
     /// Re-protects the value under `key` with the newest key material; the
@@ -124,7 +129,10 @@ pub trait Transaction: Vault {
 pub trait Backend: Send + Sync {
     /// Opens a transaction. `lock_scope` names what concurrent writers must
     /// serialise on (the host passes tenant and instance); a backend may
-    /// serialise more coarsely, never more finely.
+    /// serialise more coarsely, never more finely. A write transaction's
+    /// lock may be taken here or with its first operation (PostgreSQL sends
+    /// it with the first request, to save a round trip): either way every
+    /// read and write of the transaction happens under it.
     fn begin(&self, access: Access, lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError>;
 
     /// A short description for messages, e.g. `sqlite:/var/lib/secrets.db`;

@@ -36,6 +36,14 @@
 //!   all. A transaction dropped without commit is rolled back; a
 //!   transaction in which any statement failed never reports a successful
 //!   commit (PostgreSQL would silently turn that COMMIT into a ROLLBACK).
+//! - **Few round trips.** Requests are pipelined (tokio-postgres sends a
+//!   request before the previous one's answer arrives): BEGIN (with a
+//!   writer's locks and fence query) goes out with a call's first read; a
+//!   batched read ([`Vault::retrieve_many`](crate::backends::Vault)) is one
+//!   `WHERE key = ANY($1)` query; writes and rotations are buffered and sent
+//!   with COMMIT; a read-only call ends with a ROLLBACK it does not wait
+//!   for. [`PostgresBackend::round_trips`] counts them, and
+//!   `tests/all/postgres.rs` pins the count of every call.
 //! - **Writers on one instance serialise across processes.** A write
 //!   transaction takes `pg_advisory_xact_lock` on a 64-bit hash of its
 //!   lock scope (tenant and instance) before its first read, at READ
@@ -76,18 +84,21 @@
 //! detect). The master key protects nothing from a process that holds it.
 //! The connection itself is not encrypted by this build.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use parking_lot::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row, Statement, ToStatement};
 
 use crate::backends::sealed::{
-    self, KeyCheck, KeyCheckRows, Keyring, KeyringCheck, MASTER_KEY_ENV, RawTxn, Rotation, SealedTxn,
+    self, KeyCheck, KeyCheckRows, Keyring, KeyringCheck, MASTER_KEY_ENV, RawRow, RawTxn, Rotation, SealedTxn,
 };
 use crate::backends::{Access, Backend, Transaction, VaultError};
 
@@ -204,6 +215,7 @@ struct Sql {
     /// The key checks, one per generation.
     key_checks: String,
     get: String,
+    get_many: String,
     put: String,
     remove: String,
 }
@@ -217,6 +229,7 @@ impl Sql {
         let entries = qualify("secrets_entries");
         Sql {
             get: format!("SELECT value, generation FROM {entries} WHERE key = $1"),
+            get_many: format!("SELECT key, value, generation FROM {entries} WHERE key = ANY($1)"),
             put: format!(
                 "INSERT INTO {entries} (key, value, generation) VALUES ($1, $2, $3)
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, generation = EXCLUDED.generation"
@@ -276,6 +289,8 @@ struct Limits {
     /// `timeout`, or the URL's `connect_timeout` if that is longer: bounds
     /// the whole connection handshake.
     connect_bound: Duration,
+    /// Requests sent and waited for: see [`PostgresBackend::round_trips`].
+    round_trips: AtomicU64,
 }
 
 impl Limits {
@@ -345,6 +360,7 @@ impl Session {
             });
             Ok(client)
         };
+        limits.round_trips.fetch_add(1, Ordering::Relaxed);
         let client = block_on(&limits.runtime, limits.connect_bound, connect).map_err(|f| limits.error("connecting", &f))?;
         let session = Session { client, limits: limits.clone(), broken: AtomicBool::new(false) };
         session.batch_execute(
@@ -366,6 +382,7 @@ impl Session {
         patience: Patience,
         request: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, VaultError> {
+        self.limits.round_trips.fetch_add(1, Ordering::Relaxed);
         block_on(&self.limits.runtime, self.limits.deadline(patience), request).map_err(|failure| {
             if matches!(failure, Failure::Silent(_)) {
                 self.broken.store(true, Ordering::Relaxed);
@@ -453,6 +470,9 @@ fn block_on<T>(
 struct Conn {
     session: Session,
     get: Statement,
+    get_many: Statement,
+    /// The newest key check's generation, for a writer's fence.
+    fence: Statement,
     put: Statement,
     remove: Statement,
 }
@@ -548,8 +568,10 @@ impl Pool {
     fn open_conn(&self) -> Result<Conn, VaultError> {
         let session = self.session()?;
         let prepare = |sql: &str| session.wait("preparing statements", Patience::Answer, session.client.prepare(sql));
-        let (get, put, remove) = (prepare(&self.sql.get)?, prepare(&self.sql.put)?, prepare(&self.sql.remove)?);
-        Ok(Conn { session, get, put, remove })
+        let (get, get_many) = (prepare(&self.sql.get)?, prepare(&self.sql.get_many)?);
+        let (put, remove) = (prepare(&self.sql.put)?, prepare(&self.sql.remove)?);
+        let fence = prepare(&format!("SELECT max(generation) FROM {}", self.sql.key_checks))?;
+        Ok(Conn { session, get, get_many, fence, put, remove })
     }
 }
 
@@ -601,6 +623,7 @@ impl PostgresBackend {
             lock_timeout: config.lock_timeout,
             timeout: config.timeout,
             connect_bound,
+            round_trips: AtomicU64::new(0),
         });
         let pool = Arc::new(Pool {
             config: pg,
@@ -719,27 +742,21 @@ impl PostgresBackend {
         Ok(sealed::check_keyring(rows, &self.keyring, KEY_CHECK, self.pool.described())? == KeyringCheck::Matches)
     }
 
-    /// Starts a transaction on a pooled connection; a reused connection that
-    /// turns out to be dead is replaced (nothing has happened on it yet).
-    fn start(&self, begin_sql: &str, patience: Patience) -> Result<PgTxn, VaultError> {
-        loop {
-            let (conn, reused) = self.pool.get()?;
-            match conn.session.wait("beginning a transaction", patience, conn.session.client.batch_execute(begin_sql))
-            {
-                Ok(()) => return Ok(PgTxn { conn: Some(conn), pool: self.pool.clone(), failed: false, patience }),
-                Err(e) => {
-                    // Gone while idle (closed, or the server said goodbye):
-                    // try another. Anything else, a request left unanswered
-                    // included, is the caller's answer.
-                    let gone = conn.session.client.is_closed() && !conn.session.broken.load(Ordering::Relaxed);
-                    self.pool.discard();
-                    drop(conn);
-                    if !(reused && gone) {
-                        return Err(e);
-                    }
-                }
-            }
-        }
+    /// A transaction on a pooled connection. Nothing is sent yet: `begin`
+    /// (BEGIN, and a writer's locks) goes out with the first request, in
+    /// the same round trip, and a writer's fence query with it.
+    fn start(&self, begin: String, patience: Patience, fence: bool) -> Result<PgTxn, VaultError> {
+        let (conn, reused) = self.pool.get()?;
+        Ok(PgTxn {
+            conn: Some(conn),
+            reused,
+            pool: self.pool.clone(),
+            failed: false,
+            patience,
+            begin: Some(begin),
+            fence: fence.then(|| self.keyring.clone()),
+            writes: HashMap::new(),
+        })
     }
 }
 
@@ -819,38 +836,42 @@ impl Rotation for PostgresBackend {
 
     fn count_older(&self, newest: u32) -> Result<u64, VaultError> {
         let newest = generation_column(newest)?;
-        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY", Patience::Answer)?;
-        let entries = &self.pool.sql.entries;
-        let row = txn.run(|c, p| {
-            c.session.query_one(
-                "counting entries to rotate",
-                p,
-                &format!("SELECT count(*) FROM {entries} WHERE generation < $1"),
-                &[&newest],
-            )
+        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY".into(), Patience::Answer, false)?;
+        let sql = format!("SELECT count(*) FROM {} WHERE generation < $1", self.pool.sql.entries);
+        let row = txn.run("counting entries to rotate", |c| {
+            let sql = sql.clone();
+            Box::pin(async move {
+                let statement = c.session.client.prepare(&sql).await?;
+                c.session.client.query_one(&statement, &[&newest]).await
+            })
         })?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
     fn rotate_batch(&self, newest: u32, limit: usize, reseal: sealed::Reseal<'_>) -> Result<u64, VaultError> {
-        let newest = generation_column(newest)?;
-        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED", Patience::Lock)?;
-        let sql = &self.pool.sql;
+        let generation = generation_column(newest)?;
+        let mut txn = self.start("BEGIN ISOLATION LEVEL READ COMMITTED".into(), Patience::Lock, false)?;
         // SKIP LOCKED: rows that a writer holds are left for a later batch,
         // so rotation never waits on (or deadlocks with) a writer, and never
         // writes back a value a writer has just replaced.
         let select = format!(
             "SELECT key, value FROM {} WHERE generation < $1 ORDER BY key LIMIT $2 FOR UPDATE SKIP LOCKED",
-            sql.entries
+            self.pool.sql.entries
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = txn.run(|c, p| c.session.query("selecting entries to rotate", p, &select, &[&newest, &limit]))?;
-        let update = format!("UPDATE {} SET value = $2, generation = $3 WHERE key = $1", sql.entries);
+        let rows = txn.run("selecting entries to rotate", |c| {
+            let select = select.clone();
+            Box::pin(async move {
+                let statement = c.session.client.prepare(&select).await?;
+                c.session.client.query(&statement, &[&generation, &limit]).await
+            })
+        })?;
         for row in &rows {
             let key: String = row.get(0);
             let sealed: Vec<u8> = row.get(1);
             let resealed = reseal(&key, &sealed).map_err(|e| sealed::name_store(e, self.pool.described()))?;
-            txn.run(|c, p| c.session.execute("re-sealing an entry", p, &update, &[&key, &resealed, &newest]))?;
+            // Sent with the COMMIT, in one round trip.
+            txn.put(&key, &resealed, newest)?;
         }
         Box::new(txn).commit()?;
         Ok(rows.len() as u64)
@@ -864,8 +885,10 @@ fn generation_column(generation: u32) -> Result<i32, VaultError> {
 
 impl Backend for PostgresBackend {
     fn begin(&self, access: Access, lock_scope: &str) -> Result<Box<dyn Transaction>, VaultError> {
-        let mut txn = match access {
-            Access::Read => self.start("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", Patience::Answer)?,
+        let txn = match access {
+            Access::Read => {
+                self.start("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".into(), Patience::Answer, false)?
+            }
             // READ COMMITTED: every statement after the lock sees what the
             // previous holder committed (REPEATABLE READ would take its
             // snapshot before the lock was granted).
@@ -877,22 +900,16 @@ impl Backend for PostgresBackend {
             Access::Write => {
                 let key = lock_key(&format!("secrets:write:{}:{lock_scope}", self.pool.sql.lock_namespace()));
                 self.start(
-                    &format!(
+                    format!(
                         "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock_shared({}); \
                          SELECT pg_advisory_xact_lock({key})",
                         self.pool.sql.migrate_lock()
                     ),
                     Patience::Lock,
+                    true,
                 )?
             }
         };
-        if access == Access::Write {
-            let checks = &self.pool.sql.key_checks;
-            let newest = txn.run(|c, p| {
-                c.session.query_one("reading the key checks", p, &format!("SELECT max(generation) FROM {checks}"), &[])
-            })?;
-            sealed::fence(newest.get::<_, Option<i32>>(0).map(i64::from), &self.keyring, self.pool.described())?;
-        }
         Ok(Box::new(SealedTxn::new(txn, self.keyring.clone(), self.pool.limits.described.clone())))
     }
 
@@ -905,48 +922,198 @@ impl Backend for PostgresBackend {
     }
 }
 
-/// One transaction on a pooled connection, begun with BEGIN and ended with
-/// COMMIT, or ROLLBACK on drop.
+impl PostgresBackend {
+    /// Requests this backend has sent and waited for (connecting and
+    /// preparing included): what a call costs in round trips. Requests sent
+    /// without waiting (the ROLLBACK or COMMIT ending a read) are not
+    /// counted: the next request on that connection queues behind them.
+    pub fn round_trips(&self) -> u64 {
+        self.pool.limits.round_trips.load(Ordering::Relaxed)
+    }
+}
+
+/// One request of a transaction, borrowing its connection.
+type Request<'c, T> = BoxFuture<'c, Result<T, tokio_postgres::Error>>;
+
+/// A write buffered until commit: the sealed bytes and generation, or a
+/// removal.
+type Write = Option<(Vec<u8>, i32)>;
+
+/// One transaction on a pooled connection. Requests are pipelined: BEGIN
+/// (with a writer's locks and fence query) goes out with the first read,
+/// and the writes, buffered meanwhile, go out with COMMIT. A transaction in
+/// which any statement failed never reports a successful commit.
 struct PgTxn {
-    /// `None` once committed.
+    /// `None` once ended.
     conn: Option<Conn>,
+    /// The connection came from the pool (so it may have died while idle).
+    reused: bool,
     pool: Arc<Pool>,
     /// A statement failed: PostgreSQL has aborted the transaction.
     failed: bool,
     /// How long each of its statements may wait.
     patience: Patience,
+    /// BEGIN (and a writer's locks), until sent with the first request.
+    begin: Option<String>,
+    /// A writer's keyring, checked against the store's newest key check
+    /// (see `sealed::fence`) with the first request.
+    fence: Option<Arc<Keyring>>,
+    /// Writes by key, sent with COMMIT; reads see them first. Within one
+    /// SQL transaction their order does not matter, only the last per key.
+    writes: HashMap<String, Write>,
 }
 
 impl PgTxn {
-    fn run<T>(&mut self, f: impl FnOnce(&Conn, Patience) -> Result<T, VaultError>) -> Result<T, VaultError> {
+    fn conn(&self) -> &Conn {
+        self.conn.as_ref().expect("a live transaction has a connection")
+    }
+
+    fn aborted(&self) -> VaultError {
+        VaultError::Other(format!("{}: the transaction was aborted by an earlier error", self.pool.described()))
+    }
+
+    /// Sends `request` (with BEGIN ahead of it if it is the first) and waits
+    /// for its answer.
+    fn run<T>(&mut self, what: &str, request: impl for<'c> Fn(&'c Conn) -> Request<'c, T>) -> Result<T, VaultError> {
         if self.failed {
-            return Err(VaultError::Other(format!(
-                "{}: the transaction was aborted by an earlier error",
-                self.pool.described()
-            )));
+            return Err(self.aborted());
         }
-        let conn = self.conn.as_ref().expect("a live transaction has a connection");
-        f(conn, self.patience).inspect_err(|_| self.failed = true)
+        let result = match self.begin.take() {
+            Some(begin) => self.first(what, &begin, &request),
+            None => self.conn().session.wait(what, self.patience, request(self.conn())),
+        };
+        result.inspect_err(|_| self.failed = true)
+    }
+
+    /// The first request, pipelined behind BEGIN and the fence query. A
+    /// reused connection found dead is replaced and the whole tried again
+    /// (nothing happened on it).
+    fn first<T>(
+        &mut self,
+        what: &str,
+        begin: &str,
+        request: &impl for<'c> Fn(&'c Conn) -> Request<'c, T>,
+    ) -> Result<T, VaultError> {
+        loop {
+            let conn = self.conn();
+            let fence = self.fence.is_some();
+            let pipelined = async {
+                let (begun, newest, answer) = futures_util::future::join3(
+                    conn.session.client.batch_execute(begin),
+                    async move {
+                        match fence {
+                            true => Some(conn.session.client.query_one(&conn.fence, &[]).await),
+                            false => None,
+                        }
+                    },
+                    request(conn),
+                )
+                .await;
+                begun?;
+                let newest = newest.transpose()?.map(|row| row.get::<_, Option<i32>>(0));
+                Ok((newest, answer))
+            };
+            match conn.session.wait("beginning a transaction", self.patience, pipelined) {
+                Ok((newest, answer)) => {
+                    if let (Some(keyring), Some(newest)) = (&self.fence, newest) {
+                        sealed::fence(newest.map(i64::from), keyring, self.pool.described())?;
+                    }
+                    return answer.map_err(|e| self.pool.limits.error(what, &Failure::Pg(e)));
+                }
+                Err(e) => {
+                    // Gone while idle (closed, or the server said goodbye):
+                    // try another. Anything else, a request left unanswered
+                    // included, is the caller's answer.
+                    let gone = conn.session.client.is_closed() && !conn.session.broken.load(Ordering::Relaxed);
+                    if !(self.reused && gone) {
+                        return Err(e);
+                    }
+                    self.pool.discard();
+                    self.conn = None;
+                    let (conn, reused) = self.pool.get()?;
+                    (self.conn, self.reused) = (Some(conn), reused);
+                }
+            }
+        }
+    }
+
+    /// Ends the transaction without waiting: sends ROLLBACK and gives the
+    /// connection back (its next request queues behind the ROLLBACK; if the
+    /// connection died, that request finds out). Nothing sent yet: nothing
+    /// to end.
+    fn end_without_waiting(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.begin.is_none() {
+            if !conn.session.usable() {
+                self.pool.discard();
+                return;
+            }
+            // The first poll sends the request; its answer is not awaited.
+            let _ = conn.session.client.batch_execute("ROLLBACK").now_or_never();
+        }
+        self.pool.put(conn);
     }
 }
 
 impl RawTxn for PgTxn {
     fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, i64)>, VaultError> {
-        let row = self.run(|c, p| c.session.query_opt("reading an entry", p, &c.get, &[&key]))?;
+        if self.failed {
+            return Err(self.aborted());
+        }
+        if let Some(write) = self.writes.get(key) {
+            return Ok(write.as_ref().map(|(sealed, generation)| (sealed.clone(), i64::from(*generation))));
+        }
+        // Owned: a request may be sent again on a fresh connection.
+        let row = self.run("reading an entry", |c| {
+            let key = key.to_owned();
+            Box::pin(async move { c.session.client.query_opt(&c.get, &[&key]).await })
+        })?;
         Ok(row.map(|r| (r.get(0), i64::from(r.get::<_, i32>(1)))))
     }
 
+    /// One query for all the keys not written in this transaction.
+    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<RawRow>>, VaultError> {
+        if self.failed {
+            return Err(self.aborted());
+        }
+        let unwritten: Vec<String> =
+            keys.iter().filter(|key| !self.writes.contains_key(key.as_str())).cloned().collect();
+        let mut found: HashMap<String, (Vec<u8>, i64)> = HashMap::new();
+        if !unwritten.is_empty() {
+            let rows = self.run("reading entries", |c| {
+                let unwritten = unwritten.clone();
+                Box::pin(async move { c.session.client.query(&c.get_many, &[&unwritten]).await })
+            })?;
+            found = rows.into_iter().map(|r| (r.get(0), (r.get(1), i64::from(r.get::<_, i32>(2))))).collect();
+        }
+        Ok(keys
+            .iter()
+            .map(|key| match self.writes.get(key) {
+                Some(write) => write.as_ref().map(|(sealed, generation)| (sealed.clone(), i64::from(*generation))),
+                None => found.get(key).cloned(),
+            })
+            .collect())
+    }
+
     fn put(&mut self, key: &str, sealed: &[u8], generation: u32) -> Result<(), VaultError> {
+        if self.failed {
+            return Err(self.aborted());
+        }
         let generation = generation_column(generation)?;
-        self.run(|c, p| c.session.execute("writing an entry", p, &c.put, &[&key, &sealed, &generation]))?;
+        self.writes.insert(key.to_owned(), Some((sealed.to_vec(), generation)));
         Ok(())
     }
 
     fn remove(&mut self, key: &str) -> Result<(), VaultError> {
-        self.run(|c, p| c.session.execute("deleting an entry", p, &c.remove, &[&key]))?;
+        if self.failed {
+            return Err(self.aborted());
+        }
+        self.writes.insert(key.to_owned(), None);
         Ok(())
     }
 
+    /// The writes and COMMIT in one round trip (with BEGIN ahead of them if
+    /// nothing was read); a transaction without writes ends without waiting.
     fn commit(mut self: Box<Self>) -> Result<(), VaultError> {
         if self.failed {
             // Drop rolls back.
@@ -955,15 +1122,45 @@ impl RawTxn for PgTxn {
                 self.pool.described()
             )));
         }
+        if self.writes.is_empty() {
+            self.end_without_waiting();
+            return Ok(());
+        }
+        if let Some(begin) = self.begin.take() {
+            // Nothing read: BEGIN, the locks and the fence in their own
+            // round trip (the fence must pass before anything is written).
+            self.first("beginning a transaction", &begin, &|_| Box::pin(async { Ok(()) }))?;
+        }
         let conn = self.conn.take().expect("a live transaction has a connection");
-        match conn.session.batch_execute("committing", self.patience, "COMMIT") {
+        let writes = std::mem::take(&mut self.writes);
+        let pipelined = async {
+            let requests = writes.iter().map(|(key, write)| -> Request<'_, u64> {
+                let c = &conn;
+                match write {
+                    Some((sealed, generation)) => {
+                        Box::pin(async move { c.session.client.execute(&c.put, &[key, sealed, generation]).await })
+                    }
+                    None => Box::pin(async move { c.session.client.execute(&c.remove, &[key]).await }),
+                }
+            });
+            let (written, committed) =
+                futures_util::future::join(futures_util::future::join_all(requests), conn.session.client.batch_execute("COMMIT"))
+                    .await;
+            // A failed write aborted the transaction, so that COMMIT rolled
+            // it back: report the write.
+            for result in written {
+                result?;
+            }
+            committed
+        };
+        match conn.session.wait("committing", self.patience, pipelined) {
             Ok(()) => {
                 self.pool.put(conn);
                 Ok(())
             }
             Err(e) => {
-                // The outcome of a COMMIT whose answer was lost is unknown;
-                // the connection is not reused either way.
+                // Either a write failed (rolled back) or the answer to COMMIT
+                // was lost (outcome unknown); the connection is not reused.
                 self.pool.discard();
                 Err(e)
             }
@@ -973,16 +1170,9 @@ impl RawTxn for PgTxn {
 
 impl Drop for PgTxn {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            // A connection left without an answer is closed, not asked to
-            // roll back (that would wait out another timeout); the server
-            // rolls back when the connection goes.
-            if conn.session.usable() && conn.session.batch_execute("rolling back", Patience::Answer, "ROLLBACK").is_ok() {
-                self.pool.put(conn);
-            } else {
-                self.pool.discard();
-            }
-        }
+        // A connection left without an answer is closed, not asked to roll
+        // back; the server rolls back when the connection goes.
+        self.end_without_waiting();
     }
 }
 

@@ -28,6 +28,7 @@
 
 pub mod keyring;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,11 +38,19 @@ pub use keyring::{Keyring, MASTER_KEY_ENV, SEALED_FORMAT, sealed_generation};
 
 use crate::backends::{Transaction, Vault, VaultError};
 
+/// A row as [`RawTxn`] reads it: the sealed bytes and its generation column.
+pub type RawRow = (Vec<u8>, i64);
+
 /// Rows of sealed entries inside one database transaction. Dropping it
 /// without `commit` must roll the transaction back.
 pub trait RawTxn: Send {
     /// The sealed bytes under `key` and the generation column of its row.
     fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, i64)>, VaultError>;
+    /// [`RawTxn::get`] of each key, in order; a backend that can answer in
+    /// one request does.
+    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<RawRow>>, VaultError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
     /// Inserts or replaces; `generation` is stored beside the row so that
     /// rotation and the keyring check can find entries by generation.
     fn put(&mut self, key: &str, sealed: &[u8], generation: u32) -> Result<(), VaultError>;
@@ -70,17 +79,37 @@ pub struct SealedTxn<R> {
     raw: Box<R>,
     keyring: Arc<Keyring>,
     store: Arc<str>,
+    /// Entries to re-seal at commit: read together then (one request on
+    /// PostgreSQL) instead of one read per `rotate`.
+    rotations: BTreeSet<String>,
 }
 
 impl<R: RawTxn> SealedTxn<R> {
     /// Wraps `raw`, sealing with `keyring`; `store` is the store's
     /// description for messages.
     pub fn new(raw: R, keyring: Arc<Keyring>, store: Arc<str>) -> Self {
-        SealedTxn { raw: Box::new(raw), keyring, store }
+        SealedTxn { raw: Box::new(raw), keyring, store, rotations: BTreeSet::new() }
     }
 
     fn named<T>(&self, r: Result<T, VaultError>) -> Result<T, VaultError> {
         r.map_err(|e| name_store(e, &self.store))
+    }
+
+    /// Re-seals the entries `rotate` named that still exist, under the
+    /// newest generation, same plaintext.
+    fn apply_rotations(&mut self) -> Result<(), VaultError> {
+        let keys: Vec<String> = std::mem::take(&mut self.rotations).into_iter().collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let rows = self.raw.get_many(&keys)?;
+        for (key, row) in keys.iter().zip(rows) {
+            if let Some((sealed, column)) = row {
+                let resealed = reseal(&self.keyring, key, &checked(key, sealed, column)?)?;
+                self.raw.put(key, &resealed, self.keyring.newest())?;
+            }
+        }
+        Ok(())
     }
 
     fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
@@ -99,6 +128,8 @@ pub fn name_store(e: VaultError, store: &str) -> VaultError {
 
 impl<R: RawTxn> Vault for SealedTxn<R> {
     fn store(&mut self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        // Sealed under the newest generation already.
+        self.rotations.remove(key);
         let r = self.keyring.seal(key, value).and_then(|sealed| self.raw.put(key, &sealed, self.keyring.newest()));
         self.named(r)
     }
@@ -111,26 +142,37 @@ impl<R: RawTxn> Vault for SealedTxn<R> {
         self.named(r)
     }
 
+    fn retrieve_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, VaultError> {
+        let r = self.raw.get_many(keys).and_then(|rows| {
+            keys.iter()
+                .zip(rows)
+                .map(|(key, row)| match row {
+                    Some((sealed, column)) => self.keyring.open(key, &checked(key, sealed, column)?).map(Some),
+                    None => Ok(None),
+                })
+                .collect()
+        });
+        self.named(r)
+    }
+
     fn delete(&mut self, key: &str) -> Result<(), VaultError> {
+        self.rotations.remove(key);
         let r = self.raw.remove(key);
         self.named(r)
     }
 
+    /// Deferred to commit (`apply_rotations`): reads in
+    /// between see the same plaintext either way.
     fn rotate(&mut self, key: &str) -> Result<(), VaultError> {
-        let r = match self.read(key) {
-            Ok(Some(sealed)) => reseal(&self.keyring, key, &sealed)
-                .and_then(|resealed| self.raw.put(key, &resealed, self.keyring.newest())),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        self.named(r)
+        self.rotations.insert(key.to_owned());
+        Ok(())
     }
 }
 
 impl<R: RawTxn> Transaction for SealedTxn<R> {
-    fn commit(self: Box<Self>) -> Result<(), VaultError> {
+    fn commit(mut self: Box<Self>) -> Result<(), VaultError> {
         let store = self.store.clone();
-        self.raw.commit().map_err(|e| name_store(e, &store))
+        self.apply_rotations().and_then(|()| self.raw.commit()).map_err(|e| name_store(e, &store))
     }
 }
 
