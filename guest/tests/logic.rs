@@ -12,10 +12,25 @@ struct CountingVault {
     reads: Cell<usize>,
     /// Fail every store after this many succeeded (for write-order tests).
     fail_after_stores: Cell<Option<usize>>,
+    /// Fail every store and delete after this many writes succeeded.
+    fail_after_writes: Cell<Option<usize>>,
+}
+
+impl CountingVault {
+    fn write(&self) -> Result<(), VaultError> {
+        if let Some(n) = self.fail_after_writes.get() {
+            if n == 0 {
+                return Err(VaultError::Unavailable("injected failure".into()));
+            }
+            self.fail_after_writes.set(Some(n - 1));
+        }
+        Ok(())
+    }
 }
 
 impl Vault for &CountingVault {
     fn store(&self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        self.write()?;
         if let Some(n) = self.fail_after_stores.get() {
             if n == 0 {
                 return Err(VaultError::Unavailable("injected failure".into()));
@@ -30,6 +45,7 @@ impl Vault for &CountingVault {
         Ok(self.entries.borrow().get(key).cloned())
     }
     fn delete(&self, key: &str) -> Result<(), VaultError> {
+        self.write()?;
         self.entries.borrow_mut().remove(key);
         Ok(())
     }
@@ -171,6 +187,72 @@ fn delete_removes_every_version_and_restarts_numbering() {
     s.delete("web-1", "B").unwrap();
     assert!(vault.entries.borrow().is_empty(), "nothing left behind: {:?}", vault.entries.borrow().keys());
     assert_eq!(s.set(&req("A", SecretType::Env, b"3")).unwrap().version, 1);
+}
+
+/// A delete stopped after any number of its writes (as on a backend
+/// without transactions) shows either the old state or the new one to
+/// get, versions, list and inject; a repeated delete, or a set, finishes
+/// it and leaves none of the old values behind.
+#[test]
+fn a_delete_cut_after_any_write_shows_the_old_or_the_new_state_and_is_finished_later() {
+    // A with 3 versions: mark, key record, 3 values, index.
+    const WRITES: usize = 6;
+    let keys = |vault: &CountingVault| vault.entries.borrow().keys().cloned().collect::<Vec<_>>();
+    for cut in 0..=WRITES {
+        for then_set in [false, true] {
+            let vault = CountingVault::default();
+            let s = Secrets::new(&vault, Limits::default(), clock);
+            for v in ["1", "2", "3"] {
+                s.set(&req("A", SecretType::Env, v.as_bytes())).unwrap();
+            }
+            s.set(&req("B", SecretType::Env, b"b")).unwrap();
+            let b_only = {
+                let probe = CountingVault::default();
+                let p = Secrets::new(&probe, Limits::default(), clock);
+                p.set(&req("B", SecretType::Env, b"b")).unwrap();
+                keys(&probe)
+            };
+            vault.fail_after_writes.set(Some(cut));
+            let result = s.delete("web-1", "A");
+            vault.fail_after_writes.set(None);
+            assert_eq!(result.is_ok(), cut == WRITES, "cut after {cut}: {result:?}");
+            let listed: Vec<(String, u32)> = s.list("web-1").unwrap().into_iter().map(|m| (m.key, m.version)).collect();
+            let injected: Vec<String> = s.inject("web-1").unwrap().into_iter().map(|(k, _)| k).collect();
+            let versions = s.versions("web-1", "A").map(|v| v.iter().map(|m| m.version).collect::<Vec<_>>());
+            match s.get("web-1", "A") {
+                Ok(got) => {
+                    assert!(cut < 2, "cut after {cut}: the key record goes second, and with it the key");
+                    assert_eq!((got.meta.version, got.value.as_slice()), (3, &b"3"[..]));
+                    assert_eq!(versions, Ok(vec![1, 2, 3]));
+                    assert_eq!(listed, vec![("A".into(), 3), ("B".into(), 1)]);
+                    assert_eq!(injected, ["A", "B"]);
+                    assert_eq!(s.get_version("web-1", "A", 1).unwrap().value, b"1");
+                }
+                Err(e) => {
+                    assert_eq!(e, Error::NotFound, "cut after {cut}");
+                    assert!(cut >= 2, "cut after {cut}");
+                    assert_eq!(versions, Err(Error::NotFound));
+                    assert_eq!(listed, vec![("B".into(), 1)], "cut after {cut}");
+                    assert_eq!(injected, ["B"]);
+                }
+            }
+            if then_set {
+                // A set finishes the delete: numbering restarts, no old value stays.
+                assert_eq!(s.set(&req("A", SecretType::Env, b"new")).unwrap().version, if cut < 2 { 4 } else { 1 });
+                if cut >= 2 {
+                    let a_values: Vec<String> = keys(&vault).into_iter().filter(|k| k.contains("/v/")).collect();
+                    assert_eq!(a_values.len(), 2, "A's v/1 and B's v/1 only: {a_values:?}");
+                    assert_eq!(s.get_version("web-1", "A", 1).unwrap().value, b"new");
+                }
+                assert_eq!(s.list("web-1").unwrap().len(), 2);
+            } else {
+                // A repeated delete finishes it and succeeds; then the key is not found.
+                assert_eq!(s.delete("web-1", "A"), if cut == WRITES { Err(Error::NotFound) } else { Ok(()) }, "cut after {cut}");
+                assert_eq!(s.delete("web-1", "A"), Err(Error::NotFound));
+                assert_eq!(keys(&vault), b_only, "cut after {cut}: only B is left");
+            }
+        }
+    }
 }
 
 #[test]

@@ -373,22 +373,27 @@ fn lock_entries_exclude_expire_and_fence() {
     assert!(raw.kv(&a.entry_path("t/00/rolled-back")).is_none());
     drop(b.begin(Access::Write, &scope).unwrap());
 
-    // A stale lock (expired, holder gone) is taken over at once.
+    // A stale lock (holder gone) is taken over once it stayed unchanged for
+    // its holder's lease (`ttl_ms`), counted by the waiter's own clock from
+    // when it first saw it; its wall-clock expiry is not trusted: one in
+    // the past (a writer whose clock runs ahead) is not taken over sooner.
+    let patient_b = connect(config.clone().with_lock_timeout(Duration::from_secs(10)));
     assert_eq!(
         raw.post(
             &format!("{}/data/{lock_path}", raw.mount),
-            &serde_json::json!({"data": {"owner": "crashed", "expires_ms": 1}})
+            &serde_json::json!({"data": {"owner": "crashed", "expires_ms": 1, "ttl_ms": 300}})
         ),
         200
     );
-    drop(b.begin(Access::Write, &scope).unwrap());
+    let started = Instant::now();
+    drop(patient_b.begin(Access::Write, &scope).unwrap());
+    assert!(started.elapsed() >= Duration::from_millis(300), "taken over after its lease, not at once");
 
-    // A live lock of a crashed holder blocks until it expires.
-    let far = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 60_000;
+    // A lock of a crashed holder blocks for its lease, whatever its expiry says.
     assert_eq!(
         raw.post(
             &format!("{}/data/{lock_path}", raw.mount),
-            &serde_json::json!({"data": {"owner": "crashed", "expires_ms": far}})
+            &serde_json::json!({"data": {"owner": "crashed", "expires_ms": 1, "ttl_ms": 60_000}})
         ),
         200
     );
@@ -407,7 +412,10 @@ fn lock_entries_exclude_expire_and_fence() {
     let mut fast = patient.begin(Access::Write, &scope).unwrap();
     fast.store("t/00/winner", b"w").unwrap();
     let err = slow.commit().unwrap_err();
-    assert!(matches!(err, VaultError::Unavailable(ref m) if m.contains("lost the write lock")), "{err:?}");
+    assert!(
+        matches!(err, VaultError::Unavailable(ref m) if m.contains("lost the write lock") && m.contains("nothing was written")),
+        "{err:?}"
+    );
     fast.commit().unwrap();
     assert!(raw.kv(&a.entry_path("t/00/fenced")).is_none(), "the fenced writer wrote nothing");
     assert!(raw.kv(&a.entry_path("t/00/winner")).is_some());
@@ -500,12 +508,14 @@ fn a_writer_waiting_for_a_stale_lock_says_so() {
     let backend = connect(bao_config(&url).unwrap().with_token(token.clone()).with_prefix(&prefix).unwrap());
     let raw = Raw::new(backend.config());
     let scope = format!("t/{}/{}", hex("default"), hex("web"));
-    let expires_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 3000;
-    let lock = serde_json::json!({"data": {"owner": "a-stopped-writer", "expires_ms": expires_ms, "pid": 4242}});
+    // Its lease is 3 s: the waiter's own lock_ttl (120 s, beyond its
+    // lock_timeout of 60 s) does not count, and the wall-clock expiry, long
+    // past, is not trusted.
+    let lock = serde_json::json!({"data": {"owner": "a-stopped-writer", "expires_ms": 1, "ttl_ms": 3000, "pid": 4242}});
     assert_eq!(raw.post(&format!("{}/data/{}", backend.config().mount(), backend.lock_path(&scope)), &lock), 200);
 
     let home = tempfile::tempdir().unwrap();
-    let store = format!("{url}?token_env=SECRETS_TEST_OPENBAO_TOKEN&prefix={prefix}");
+    let store = format!("{url}?token_env=SECRETS_TEST_OPENBAO_TOKEN&prefix={prefix}&lock_ttl=120");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_secrets"))
         .args(["--store", &store, "set", "web", "K", "--type", "env"])
         .env_clear()
@@ -525,5 +535,338 @@ fn a_writer_waiting_for_a_stale_lock_says_so() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("waiting for the OpenBao write lock") && err.contains("process 4242"), "{err}");
     assert_eq!(err.matches("waiting for").count(), 1, "said once: {err}");
-    assert!(started.elapsed() >= Duration::from_secs(2), "it waited for the expiry");
+    assert!(started.elapsed() >= Duration::from_secs(3), "it waited for the lease");
+}
+
+/// A holder whose lock was taken over, used and released (which deletes
+/// the entry, so KV numbers the next lock's versions from 1 again) cannot
+/// renew a newer lock that happens to have its old version number: its
+/// commit fails and writes nothing, and the new holder's succeeds.
+#[test]
+fn a_holder_cannot_renew_a_newer_lock_with_its_old_version_number() {
+    let config = config();
+    let raw = Raw::new(&config);
+    let short = connect(config.clone().with_lock_ttl(Duration::from_millis(300)));
+    let patient = connect(config.clone().with_lock_timeout(Duration::from_secs(10)));
+    let scope = unique("aba");
+    let lock_path = short.lock_path(&scope);
+    let mut stale = short.begin(Access::Write, &scope).unwrap();
+    stale.store("t/00/stale", b"stale").unwrap();
+    assert_eq!(raw.kv(&lock_path).unwrap().1, 1, "a fresh lock entry is version 1");
+    // Taken over after the 300 ms lease, used, released.
+    let mut other = patient.begin(Access::Write, &scope).unwrap();
+    other.store("t/00/other", b"o").unwrap();
+    other.commit().unwrap();
+    assert!(raw.kv(&lock_path).is_none(), "released");
+    // A third writer's new lock: version 1 again.
+    let mut third = patient.begin(Access::Write, &scope).unwrap();
+    assert_eq!(raw.kv(&lock_path).unwrap().1, 1, "KV numbers a re-created entry from 1");
+    third.store("t/00/third", b"3").unwrap();
+
+    let err = stale.commit().unwrap_err();
+    assert!(matches!(err, VaultError::Unavailable(ref m) if m.contains("lost the write lock")), "{err:?}");
+    assert!(raw.kv(&short.entry_path("t/00/stale")).is_none(), "the stale holder wrote nothing");
+    third.commit().unwrap();
+    assert!(raw.kv(&short.entry_path("t/00/third")).is_some());
+}
+
+// ---------------------------------------------------------------------------
+// Clock skew between writer processes.
+
+/// Tells a re-executed test binary to act as one writer process:
+/// `prefix|tenant|sets|label|rendezvous-dir`.
+const WRITER_ENV: &str = "SECRETS_TEST_OPENBAO_WRITER";
+const WRITER_TEST: &str = "openbao::openbao_writer_process";
+const SKEWED_SETS: u32 = 40;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Two writer processes set one key 40 times each, one of them under
+/// `faketime -f +60s` (its wall clock a minute ahead): no version is
+/// acknowledged twice, none is lost, each stored value is the one its
+/// writer got acknowledged, and no set fails. Lock expiry must not compare
+/// the writers' clocks. Needs `faketime` (Debian package faketime, which
+/// `.ci/openbao.sh` installs): without it this fails.
+#[test]
+fn a_writer_with_a_skewed_clock_loses_no_write() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let (url, token) = env();
+    let prefix = format!("secrets-tests/{}", unique("skew"));
+    let tenant = unique("skew");
+    let rendezvous = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut children = Vec::new();
+    for (label, skew) in [("a", None), ("b", Some("+60s"))] {
+        let mut command = match skew {
+            Some(offset) => {
+                let mut c = Command::new("faketime");
+                c.args(["-f", offset]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let spec = format!("{prefix}|{tenant}|{SKEWED_SETS}|{label}|{}", rendezvous.path().display());
+        let mut child = command
+            .args(["--exact", WRITER_TEST, "--nocapture", "--include-ignored", "--test-threads=1"])
+            .env(WRITER_ENV, spec)
+            .env("SECRETS_TEST_OPENBAO_URL", &url)
+            .env("SECRETS_TEST_OPENBAO_TOKEN", &token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start writer {label} (under faketime: {skew:?}): {e}; install faketime \
+                     (`apt-get install faketime`; .ci/openbao.sh does)"
+                )
+            });
+        // Drained while it runs, so a full pipe never blocks it.
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let out = thread::spawn(move || {
+            let mut s = String::new();
+            out.read_to_string(&mut s).unwrap();
+            s
+        });
+        let err = thread::spawn(move || {
+            let mut s = String::new();
+            err.read_to_string(&mut s).unwrap();
+            s
+        });
+        children.push((label, skew, child, out, err));
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut acks: std::collections::BTreeMap<u32, String> = Default::default();
+    let mut failures = Vec::new();
+    for (label, skew, mut child, out, err) in children {
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("writer {label} did not finish within 300 s:\n{}\n{}", out.join().unwrap(), err.join().unwrap());
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+        assert!(status.success(), "writer {label} failed ({status}):\n{stdout}\n{stderr}");
+        assert!(stdout.contains(&format!("writer {label}: done")), "writer {label} did not run:\n{stdout}\n{stderr}");
+        let clock: u64 = stdout
+            .lines()
+            .find_map(|l| l.split_once("clock ").map(|(_, c)| c))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("writer {label} printed no clock:\n{stdout}"));
+        let now = unix_ms();
+        match skew {
+            Some(_) => assert!(clock > now + 30_000, "faketime did not skew writer {label}: {clock} vs {now}"),
+            None => assert!(clock <= now, "writer {label}: {clock} vs {now}"),
+        }
+        for line in stdout.lines() {
+            if let Some(ack) = line.strip_prefix("ack ") {
+                let (version, value) = ack.split_once(' ').unwrap();
+                if let Some(first) = acks.insert(version.parse().unwrap(), value.to_owned()) {
+                    failures.push(format!("version {version} acknowledged to both {first} and {value}"));
+                }
+            } else if let Some(fail) = line.strip_prefix("fail ") {
+                failures.push(format!("a set of writer {label} failed: {fail}"));
+            }
+        }
+    }
+    let s = service(Arc::new(connect(bao_config(&url).unwrap().with_token(token).with_prefix(&prefix).unwrap())));
+    let scope = Scope::tenant(&tenant).unwrap();
+    let versions: Vec<u32> = s.versions(&scope, "web", "K").unwrap().iter().map(|m| m.version).collect();
+    for (version, value) in &acks {
+        match s.get_version(&scope, "web", "K", *version) {
+            Ok(got) if got.value.expose() == value.as_bytes() => {}
+            Ok(got) => failures.push(format!(
+                "version {version} acknowledged with {value} holds {}",
+                String::from_utf8_lossy(got.value.expose())
+            )),
+            Err(e) => failures.push(format!("version {version} acknowledged with {value}: {e}")),
+        }
+    }
+    // How often the next version went to the other writer: they contended.
+    let turns = acks.values().zip(acks.values().skip(1)).filter(|(x, y)| x[..1] != y[..1]).count();
+    eprintln!("skewed writers: {} sets acknowledged, {turns} changes of writer", acks.len());
+    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(acks.len() as u32, 2 * SKEWED_SETS, "every set acknowledged");
+    assert!(turns >= 3, "the writers hardly took turns ({turns} changes): the test proves little");
+    assert_eq!(versions, (1..=2 * SKEWED_SETS).collect::<Vec<_>>(), "gapless");
+}
+
+/// Not a test: the writer process that `a_writer_with_a_skewed_clock_loses_no_write`
+/// starts twice (with `SECRETS_TEST_OPENBAO_WRITER` set). Prints its wall
+/// clock, then `ack <version> <value>` or `fail <error>` per set.
+#[test]
+#[ignore = "helper process of a_writer_with_a_skewed_clock_loses_no_write, which runs it with SECRETS_TEST_OPENBAO_WRITER set"]
+fn openbao_writer_process() {
+    use std::io::Write;
+    let Ok(spec) = std::env::var(WRITER_ENV) else {
+        eprintln!("{WRITER_TEST} is a helper of a_writer_with_a_skewed_clock_loses_no_write; alone it does nothing");
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [prefix, tenant, sets, label, dir] = parts[..] else { panic!("bad {WRITER_ENV}: {spec}") };
+    let sets: u32 = sets.parse().unwrap();
+    let (url, token) = env();
+    let backend = connect(bao_config(&url).unwrap().with_token(token).with_prefix(prefix).unwrap());
+    let limits = Limits { max_versions_per_key: 1000, ..Limits::default() };
+    let s = service_with(Arc::new(backend), limits);
+    let scope = Scope::tenant(tenant).unwrap();
+    // Compile the component before the rendezvous, so both start together.
+    crate::common::sandbox();
+    let dir = std::path::Path::new(dir);
+    std::fs::write(dir.join(format!("ready-{label}")), b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_dir(dir).unwrap().count() < 2 {
+        assert!(Instant::now() < deadline, "writer {label}: the other writer never got ready");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "clock {}", unix_ms()).unwrap();
+    for i in 0..sets {
+        // A pause between sets, as between CLI runs, so the writers take
+        // turns rather than one of them running all its sets first.
+        thread::sleep(Duration::from_millis(u64::from(i * 7 + label.len() as u32 * 3) % 11));
+        let value = format!("{label}-{i}");
+        match s.set(&scope, SetRequest::new("web", "K", SecretType::Env, value.as_str())) {
+            Ok(meta) => writeln!(stdout, "ack {} {value}", meta.version).unwrap(),
+            Err(e) => writeln!(stdout, "fail {value}: {e}").unwrap(),
+        }
+        stdout.flush().unwrap();
+    }
+    writeln!(stdout, "writer {label}: done").unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Commits cut short (OpenBao commits are not atomic).
+
+/// Every KV entry path under `folder` (ending with `/`), sorted.
+fn kv_tree(raw: &Raw, folder: &str) -> Vec<String> {
+    fn walk(raw: &Raw, folder: &str, out: &mut Vec<String>) {
+        let (status, body) = raw.get(&format!("{}/metadata/{folder}?list=true", raw.mount));
+        if status == 404 {
+            return;
+        }
+        assert_eq!(status, 200, "list {folder}: {body}");
+        for name in body["data"]["keys"].as_array().unwrap() {
+            let path = format!("{folder}{}", name.as_str().unwrap());
+            if path.ends_with('/') { walk(raw, &path, out) } else { out.push(path) }
+        }
+    }
+    let mut out = Vec::new();
+    walk(raw, folder, &mut out);
+    out.sort();
+    out
+}
+
+/// A delete whose commit stops after any number of its writes shows either
+/// the old state (the key with every version) or the new one (no key) to
+/// get, versions, list and inject alike; a repeated delete then finishes it
+/// and succeeds, and a set instead starts again at version 1; either way
+/// nothing of the deleted key stays in KV.
+#[test]
+fn a_delete_cut_after_any_write_shows_the_old_or_the_new_state_and_is_finished_later() {
+    // K has three versions: the index mark, the key record, three values,
+    // the index.
+    const WRITES: usize = 6;
+    let config = config();
+    let raw = Raw::new(&config);
+    let prefix = config.prefix().to_owned();
+    let s = service(Arc::new(connect(config.clone())));
+    let cutter = connect(config.clone());
+    let cut_service = service(Arc::new(cutter.clone()));
+    for cut in 0..=WRITES {
+        for then_set in [false, true] {
+            let tenant = unique("cut");
+            let scope = Scope::tenant(&tenant).unwrap();
+            let base = format!("{prefix}/e/t/{}/i/{}/", hex(&tenant), hex("web"));
+            s.set(&scope, SetRequest::new("web", "OTHER", SecretType::Env, "other")).unwrap();
+            let other_only = kv_tree(&raw, &base);
+            for v in ["v1", "v2", "v3"] {
+                s.set(&scope, SetRequest::new("web", "K", SecretType::Env, v)).unwrap();
+            }
+            cutter.cut_commits_after(Some(cut));
+            let result = cut_service.delete(&scope, "web", "K");
+            cutter.cut_commits_after(None);
+            assert_eq!(result.is_ok(), cut == WRITES, "cut after {cut}: {result:?}");
+
+            let listed: Vec<(String, u32)> =
+                s.list(&scope, "web").unwrap().into_iter().map(|m| (m.key, m.version)).collect();
+            let injected: Vec<String> = s.inject(&scope, "web").unwrap().into_keys().collect();
+            let versions =
+                s.versions(&scope, "web", "K").map(|v| v.iter().map(|m| m.version).collect::<Vec<_>>());
+            match s.get(&scope, "web", "K") {
+                Ok(got) => {
+                    assert_eq!(got.value.expose(), b"v3", "cut after {cut}");
+                    assert_eq!(versions, Ok(vec![1, 2, 3]), "cut after {cut}: old state");
+                    assert_eq!(listed, [("K".to_owned(), 3), ("OTHER".to_owned(), 1)], "cut after {cut}: old state");
+                    assert_eq!(injected, ["K", "OTHER"], "cut after {cut}: old state");
+                    for v in 1..=3 {
+                        assert_eq!(s.get_version(&scope, "web", "K", v).unwrap().value.expose(), format!("v{v}").as_bytes());
+                    }
+                }
+                Err(e) => {
+                    assert_eq!(e, secrets_host::Error::NotFound, "cut after {cut}");
+                    assert_eq!(versions, Err(secrets_host::Error::NotFound), "cut after {cut}: new state");
+                    assert_eq!(listed, [("OTHER".to_owned(), 1)], "cut after {cut}: new state");
+                    assert_eq!(injected, ["OTHER"], "cut after {cut}: new state");
+                }
+            }
+            if then_set {
+                let old = s.get(&scope, "web", "K").is_ok();
+                let version = s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "again")).unwrap().version;
+                assert_eq!(version, if old { 4 } else { 1 }, "cut after {cut}");
+                if !old {
+                    let k = format!("{base}k/{}/", hex("K"));
+                    let left: Vec<String> = kv_tree(&raw, &base).into_iter().filter(|p| p.starts_with(&k)).collect();
+                    assert_eq!(left, [format!("{k}meta"), format!("{k}v/1")], "cut after {cut}: no old value stays");
+                }
+            } else {
+                let again = s.delete(&scope, "web", "K");
+                let expected = if cut == WRITES { Err(secrets_host::Error::NotFound) } else { Ok(()) };
+                assert_eq!(again, expected, "cut after {cut}: a repeated delete finishes it");
+                assert_eq!(s.delete(&scope, "web", "K"), Err(secrets_host::Error::NotFound));
+                assert_eq!(kv_tree(&raw, &base), other_only, "cut after {cut}: nothing of K stays in KV");
+                assert_eq!(s.list(&scope, "web").unwrap().len(), 1);
+            }
+        }
+    }
+}
+
+/// A set whose commit stops after any number of its writes (value, key
+/// record, index) leaves every version readable: get shows the new version
+/// once the key record landed, list and inject the old one until the index
+/// did, and the next set of the key continues from get's version.
+#[test]
+fn a_set_cut_after_any_write_keeps_every_version_readable() {
+    const WRITES: usize = 3;
+    let config = config();
+    let s = service(Arc::new(connect(config.clone())));
+    let cutter = connect(config.clone());
+    let cut_service = service(Arc::new(cutter.clone()));
+    for cut in 0..WRITES {
+        let scope = Scope::tenant(&unique("setcut")).unwrap();
+        s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "old")).unwrap();
+        cutter.cut_commits_after(Some(cut));
+        let result = cut_service.set(&scope, SetRequest::new("web", "K", SecretType::Env, "new"));
+        cutter.cut_commits_after(None);
+        assert!(result.is_err(), "cut after {cut}");
+        let got = s.get(&scope, "web", "K").unwrap();
+        let expected: (u32, &[u8]) = if cut < 2 { (1, b"old") } else { (2, b"new") };
+        assert_eq!((got.meta.version, got.value.expose()), expected, "cut after {cut}");
+        for m in s.versions(&scope, "web", "K").unwrap() {
+            s.get_version(&scope, "web", "K", m.version).unwrap();
+        }
+        assert_eq!(s.list(&scope, "web").unwrap()[0].version, 1, "cut after {cut}: the index lands last");
+        assert_eq!(s.inject(&scope, "web").unwrap()["K"].expose(), b"old");
+        let next = s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "next")).unwrap().version;
+        assert_eq!(next, expected.0 + 1, "cut after {cut}");
+        assert_eq!(s.list(&scope, "web").unwrap()[0].version, next);
+    }
 }

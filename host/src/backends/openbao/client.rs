@@ -72,8 +72,13 @@ pub(super) struct ValueData {
 pub(super) struct LockData {
     #[serde(default)]
     pub(super) owner: String,
+    /// Wall clock of the writer: for people and older releases, never read.
     #[serde(default)]
     pub(super) expires_ms: u64,
+    /// The holder's lease: a waiter may take the entry over once it has
+    /// seen it unchanged for this long.
+    #[serde(default)]
+    pub(super) ttl_ms: u64,
     #[serde(default)]
     pub(super) pid: u32,
 }

@@ -1,7 +1,21 @@
 //! The write lock of a lock scope: a process-local mutex, then a lock entry
 //! in KV created with check-and-set `cas = 0`, holding a random owner id and
-//! an expiry; an expired lock is taken over with `cas = <its version>`, and
-//! commit renews the lock with check-and-set on its version (the fence).
+//! the holder's lease (`ttl_ms`).
+//!
+//! No writer trusts another's clock, nor its own wall clock. A waiter
+//! measures a lease on its own monotonic clock ([`Instant`]): it takes a
+//! lock over (`cas = <its version>`) only after it has seen the same entry
+//! (same owner, same KV version) unchanged for the holder's `ttl_ms`,
+//! counted from the first answer that showed it. The holder counts its
+//! lease from just before it sent the write that created or renewed the
+//! entry, which the waiter can only see afterwards: so a takeover comes
+//! strictly more than a lease after the holder's last renewal started. The
+//! holder renews (read, check the owner and version, then `cas = <its
+//! version>`) at the start of its commit and again whenever a third of its
+//! lease has gone by, and starts no write once half of it has gone by: the
+//! other half is the margin for a request in flight. `expires_ms` (wall
+//! clock) is still written, for people reading the entry and for older
+//! releases, and never read.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,21 +37,29 @@ pub(super) struct HeldLock {
     path: String,
     owner: String,
     version: u64,
+    /// When the write that created or last renewed the entry was about to
+    /// be sent: the lease runs from there.
+    renewed_at: Instant,
     local: Option<ArcMutexGuard<RawMutex, ()>>,
 }
 
 impl HeldLock {
+    fn ttl(&self) -> Duration {
+        self.inner.config.lock_ttl
+    }
+
     fn lock_data(&self) -> LockData {
         LockData {
             owner: self.owner.clone(),
-            expires_ms: now_ms() + self.inner.config.lock_ttl.as_millis() as u64,
+            expires_ms: now_ms() + self.ttl().as_millis() as u64,
+            ttl_ms: self.ttl().as_millis() as u64,
             pid: std::process::id(),
         }
     }
 
     fn timeout(inner: &Inner, scope: &str, path: &str) -> VaultError {
         VaultError::Unavailable(format!(
-            "timed out after {:?} waiting for the write lock of {scope:?} (lock entry {}/data/{path}); another writer holds it, and a crashed holder's lock expires {:?} after it was taken",
+            "timed out after {:?} waiting for the write lock of {scope:?} (lock entry {}/data/{path}); another writer holds it, and a crashed holder's lock is taken over once it stayed unchanged for its lock_ttl ({:?} here)",
             inner.config.lock_timeout, inner.config.mount, inner.config.lock_ttl
         ))
     }
@@ -55,6 +77,7 @@ impl HeldLock {
             path,
             owner: hex::encode(owner),
             version: 0,
+            renewed_at: Instant::now(),
             local: None,
         };
         match local {
@@ -64,28 +87,43 @@ impl HeldLock {
         let mut backoff = BACKOFF_MIN;
         let started = Instant::now();
         let mut said = false;
+        // The lock entry last seen (owner, KV version) and when it was
+        // first seen so, by this process's monotonic clock.
+        let mut watched: Option<(String, u64, Instant)> = None;
         loop {
             // Absent: create it.
+            let sent = Instant::now();
             if let Some(version) = inner.client.kv_write(&held.path, &held.lock_data(), Some(0))? {
                 held.version = version;
+                held.renewed_at = sent;
                 return Ok(held);
             }
-            // Present: take it over if it expired (or is unreadable).
+            // Present: take it over once it stayed unchanged for its
+            // holder's lease (or if it is unreadable).
             let current = match inner.client.kv_read::<LockData>(&held.path) {
                 Ok(Some((lock, version))) => {
-                    let left_ms = lock.expires_ms.saturating_sub(now_ms());
+                    let seen = Instant::now();
+                    let since = match &watched {
+                        Some((owner, v, since)) if *owner == lock.owner && *v == version => *since,
+                        _ => {
+                            watched = Some((lock.owner.clone(), version, seen));
+                            seen
+                        }
+                    };
+                    let lease = if lock.ttl_ms > 0 { Duration::from_millis(lock.ttl_ms) } else { inner.config.lock_ttl };
+                    let left = lease.saturating_sub(seen - since);
                     // Once per wait, after a second: say what we wait for
                     // (the CLI shows warnings on stderr).
-                    if !said && left_ms > 0 && started.elapsed() >= WAIT_BEFORE_SAYING {
+                    if !said && !left.is_zero() && started.elapsed() >= WAIT_BEFORE_SAYING {
                         said = true;
                         tracing::warn!(
                             "waiting for the OpenBao write lock of {scope}: process {} holds it, or held it and \
                              stopped; it expires in {:.0} s at most",
                             lock.pid,
-                            (left_ms as f64 / 1000.0).ceil()
+                            left.as_secs_f64().ceil()
                         );
                     }
-                    (left_ms == 0).then_some(version)
+                    left.is_zero().then_some(version)
                 }
                 // Usually released meanwhile; or its latest version was
                 // deleted by hand, leaving metadata that defeats `cas = 0`:
@@ -96,12 +134,14 @@ impl HeldLock {
                 Err(VaultError::Corrupt(_)) => inner.client.kv_read::<serde_json::Value>(&held.path)?.map(|(_, v)| v),
                 Err(e) => return Err(e),
             };
-            if let Some(stale) = current
-                && let Some(version) = inner.client.kv_write(&held.path, &held.lock_data(), Some(stale))?
-            {
-                tracing::warn!(scope, "took over an expired OpenBao lock entry");
-                held.version = version;
-                return Ok(held);
+            if let Some(stale) = current {
+                let sent = Instant::now();
+                if let Some(version) = inner.client.kv_write(&held.path, &held.lock_data(), Some(stale))? {
+                    tracing::warn!(scope, "took over an expired OpenBao lock entry");
+                    held.version = version;
+                    held.renewed_at = sent;
+                    return Ok(held);
+                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -114,19 +154,53 @@ impl HeldLock {
         }
     }
 
-    /// Extends the lock, checking it is still ours: fails if another writer
-    /// took it over after it expired.
+    fn lost(&self) -> VaultError {
+        VaultError::Unavailable(format!(
+            "lost the write lock of {:?}: it expired (lock_ttl {:?}) and another writer took it over",
+            self.scope,
+            self.ttl()
+        ))
+    }
+
+    /// Extends the lease, checking the entry is still ours: fails if
+    /// another writer took it over after it expired. The owner is read
+    /// first because a released entry starts again at version 1: the
+    /// version alone could be someone else's new lock.
     pub(super) fn renew(&mut self) -> Result<(), VaultError> {
+        match self.inner.client.kv_read::<LockData>(&self.path) {
+            Ok(Some((lock, version))) if lock.owner == self.owner && version == self.version => {}
+            Ok(_) | Err(VaultError::Corrupt(_)) => return Err(self.lost()),
+            Err(e) => return Err(e),
+        }
+        let sent = Instant::now();
         match self.inner.client.kv_write(&self.path, &self.lock_data(), Some(self.version))? {
             Some(version) => {
                 self.version = version;
+                self.renewed_at = sent;
                 Ok(())
             }
-            None => Err(VaultError::Unavailable(format!(
-                "lost the write lock of {:?}: it expired (lock_ttl {:?}) and another writer took it over; nothing was written",
-                self.scope, self.inner.config.lock_ttl
-            ))),
+            None => Err(self.lost()),
         }
+    }
+
+    /// Before each write of a commit: renews the lease once a third of it
+    /// has gone by, and refuses once half of it has (a renewal that took
+    /// that long): a waiter may take the lock over one lease after the
+    /// last renewal started, and the other half is left for a request in
+    /// flight to land before that.
+    pub(super) fn keep(&mut self) -> Result<(), VaultError> {
+        if self.renewed_at.elapsed() >= self.ttl() / 3 {
+            self.renew()?;
+        }
+        let held = self.renewed_at.elapsed();
+        if held >= self.ttl() / 2 {
+            return Err(VaultError::Unavailable(format!(
+                "stopped writing under the write lock of {:?}: {held:.1?} since its lease was last renewed, more than half its lock_ttl ({:?})",
+                self.scope,
+                self.ttl()
+            )));
+        }
+        Ok(())
     }
 
     fn release(&mut self) -> Result<(), VaultError> {

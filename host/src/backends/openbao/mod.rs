@@ -54,37 +54,65 @@
 //! - A **write** transaction first takes a lock for its lock scope: a mutex
 //!   in this process, then a lock entry in KV created with check-and-set
 //!   `cas = 0` (it succeeds only if the entry is absent), holding a random
-//!   owner id and an expiry time (`lock_ttl`, default 30 s). A lock past its
-//!   expiry is taken over with `cas = <its version>`, so exactly one waiter
-//!   wins. A writer that cannot get the lock within `lock_timeout` (default
-//!   60 s) fails with [`VaultError::Unavailable`] and writes nothing.
-//!   Serialisation between processes relies entirely on that lock entry:
-//!   anything that writes under the prefix without it (a person with the
-//!   `bao` CLI, another program) is not serialised.
+//!   owner id and the holder's lease (`lock_ttl`, default 30 s). No writer
+//!   compares clocks: a waiter takes a lock over (`cas = <its version>`, so
+//!   exactly one waiter wins) only after it has seen the entry unchanged
+//!   (same owner, same KV version) for the holder's lease, measured by its
+//!   own monotonic clock from the first answer that showed it. A writer
+//!   that cannot get the lock within `lock_timeout` (default 60 s) fails
+//!   with [`VaultError::Unavailable`] and writes nothing. Serialisation
+//!   between processes relies entirely on that lock entry: anything that
+//!   writes under the prefix without it (a person with the `bao` CLI,
+//!   another program) is not serialised.
 //! - Stores, deletes and rotations are **buffered** in memory; reads inside
 //!   the transaction see the buffer first, then KV. Dropping the transaction
 //!   discards the buffer and releases the lock: nothing was written.
-//! - **Commit** first renews the lock with check-and-set on its version,
-//!   which fails (writing nothing) if another writer took it over after it
-//!   expired; then it applies the writes one by one, **in the order they
-//!   were issued**, then releases the lock (deletes the lock entry's
-//!   metadata, after checking that it is still ours).
+//! - **Commit** first renews the lock: it reads the entry, checks that it
+//!   still holds its owner id and version (a released entry is numbered
+//!   from 1 again, so the version alone could be a newer lock's), and
+//!   rewrites it with check-and-set on that version; this fails, writing
+//!   nothing, if another writer took the lock over. Then it applies the
+//!   writes one by one, **every one, in the order they were issued**, then
+//!   releases the lock (deletes the lock entry's metadata, after checking
+//!   that it is still ours). The holder counts its lease from just before
+//!   it sent its last renewal, on its own monotonic clock; a waiter can see
+//!   that renewal only after it landed, so it cannot take over sooner than
+//!   a lease after that instant. A commit renews again once a third of the
+//!   lease has gone by, and starts no write once half of it has (a renewal
+//!   that slow fails the commit): the other half is the margin for a request
+//!   in flight. So a commit may outlast `lock_ttl`, and a holder that is
+//!   slow between its reads and its commit loses nothing but the call.
 //! - Commit is therefore **not atomic**: a crash, a network failure or an
 //!   error half-way through leaves the writes before it applied and those
 //!   after it not. The secrets logic issues its writes so that no prefix of
-//!   them leaves a record pointing at a missing value (value, then key
-//!   record, then index; deletes of pruned versions last): every version a
-//!   reader finds is readable, but after a half-applied set `get` may
-//!   already show the new version while `list`/`inject` still show the old
-//!   one, until the next write to that key.
+//!   them leaves a record pointing at a missing value, and every version a
+//!   reader finds is readable:
+//!   - **set**: value, then key record, then index; deletes of pruned
+//!     versions last. After a half-applied set `get` may already show the
+//!     new version while `list`/`inject` still show the old one, until the
+//!     next write to that key; pruned values it did not delete stay in KV,
+//!     referenced by nothing.
+//!   - **delete**: a mark on the key's index entry, then the removal of the
+//!     key record (the commit point), then the values, then the index
+//!     entry. Before the commit point `get`, `versions` and `list` all show
+//!     the key; after it none does (`list` reads the key record of a marked
+//!     entry: one more request per marked entry, none unless a delete was
+//!     cut short). What is left (values, the mark) is removed by a repeated
+//!     delete of the key, which then succeeds, or by the next set or
+//!     delete in the instance; until then the deleted values stay in KV,
+//!     unreadable through this backend but readable with the `bao` CLI.
 //! - Read transactions take no lock, refuse writes ([`VaultError::Rejected`])
 //!   and may see a commit in progress (again, the write order keeps what
 //!   they read consistent).
-//! - A lock whose holder crashed blocks its scope until it expires. Expiry
-//!   compares wall clocks of different hosts: keep `lock_ttl` well above
-//!   their skew and above the longest call. A holder slower than `lock_ttl`
-//!   can lose its lock; its commit then fails cleanly, but a commit that
-//!   itself outlasts `lock_ttl` is not protected.
+//! - A lock whose holder crashed blocks its scope until a waiter has seen
+//!   it unchanged for its lease: up to the holder's `lock_ttl` after the
+//!   waiter arrived, whenever the holder crashed. The lease is as good as monotonic clocks
+//!   and request latencies: a holder paused (suspended VM, stopped
+//!   process) in the middle of a request, or a write request that reaches
+//!   the server more than half a lease after it was sent, can still land
+//!   after another writer took over; KV has no fencing tokens to refuse
+//!   it. Keep `lock_ttl` well above request latencies (a lease below about
+//!   twice a request's latency cannot commit at all).
 //!
 //! # Rotation
 //!
@@ -111,7 +139,9 @@
 //! - Values cross the network base64-encoded in JSON; this module zeroizes
 //!   its own buffers, but not those inside the HTTP and TLS libraries.
 //! - Each operation is one or more HTTP requests: much slower than SQL. A
-//!   write call costs about ten (lock, reads, renew, writes, release).
+//!   set of an existing key costs eleven (lock, two reads, renew with its
+//!   owner check, four writes, release with its check); a delete of a key
+//!   with N versions ten plus N; `get` two, `list` one.
 //! - Plain stores are written without check-and-set, so a mount configured
 //!   with `cas_required = true` refuses them: use a mount without it.
 //! - A writer that keeps re-taking a lock in a loop can delay another
@@ -129,6 +159,7 @@ mod txn;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -208,6 +239,8 @@ struct Inner {
     config: OpenBaoConfig,
     /// Process-local writer mutexes, one per lock scope in use.
     local_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Test hook: commits stop with an error before this many writes.
+    cut_commits_after: AtomicUsize,
 }
 
 /// The OpenBao / Vault KV v2 backend; clones share the connection pool and
@@ -229,7 +262,8 @@ impl OpenBaoBackend {
     pub fn connect(config: OpenBaoConfig) -> Result<Self, VaultError> {
         let token = config.resolve_token()?;
         let client = Client::new(&config, token)?;
-        let inner = Inner { client, config, local_locks: Mutex::new(HashMap::new()) };
+        let inner =
+            Inner { client, config, local_locks: Mutex::new(HashMap::new()), cut_commits_after: AtomicUsize::new(usize::MAX) };
         inner.check()?;
         Ok(OpenBaoBackend { inner: Arc::new(inner) })
     }
@@ -248,6 +282,15 @@ impl OpenBaoBackend {
     /// The KV path of the lock entry of `lock_scope`.
     pub fn lock_path(&self, lock_scope: &str) -> String {
         self.inner.lock_path(lock_scope)
+    }
+
+    /// For fault tests only: every later commit of this backend (and its
+    /// clones) applies its first `writes` writes, then fails with
+    /// [`VaultError::Unavailable`] as if the connection had dropped; `None`
+    /// restores normal commits.
+    #[doc(hidden)]
+    pub fn cut_commits_after(&self, writes: Option<usize>) {
+        self.inner.cut_commits_after.store(writes.unwrap_or(usize::MAX), Ordering::Relaxed);
     }
 }
 

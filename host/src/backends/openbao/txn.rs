@@ -1,8 +1,12 @@
 //! Transactions: writes buffered in the order issued and applied at commit,
-//! after the lock is renewed; reads see the buffer first, then KV. Not
-//! atomic (see the module documentation of the backend).
+//! every one of them in that order (a key written twice is written twice:
+//! the secrets logic relies on the order, e.g. a delete's mark in the index
+//! before the removal of the key record), after the lock is renewed; reads
+//! see the buffer first, then KV. Not atomic (see the module documentation
+//! of the backend).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use zeroize::Zeroizing;
 
@@ -18,7 +22,7 @@ pub(super) enum Op {
 
 pub(super) struct OpenBaoTxn {
     pub(super) inner: Arc<Inner>,
-    /// Pending writes in the order issued; at most one per key.
+    /// Pending writes in the order issued.
     pub(super) ops: Vec<(String, Op)>,
     /// Held by write transactions only.
     pub(super) lock: Option<HeldLock>,
@@ -40,7 +44,6 @@ impl OpenBaoTxn {
     }
 
     fn push(&mut self, key: &str, op: Op) {
-        self.ops.retain(|(k, _)| k != key);
         self.ops.push((key.to_owned(), op));
     }
 }
@@ -85,21 +88,33 @@ impl Vault for OpenBaoTxn {
 
 impl Transaction for OpenBaoTxn {
     fn commit(mut self: Box<Self>) -> Result<(), VaultError> {
-        let Some(lock) = self.lock.as_mut() else { return Ok(()) };
-        if self.ops.is_empty() {
+        let txn = &mut *self;
+        let Some(lock) = txn.lock.as_mut() else { return Ok(()) };
+        if txn.ops.is_empty() {
             return Ok(());
         }
-        lock.renew()?;
-        let total = self.ops.len();
-        for (done, (key, op)) in self.ops.iter().enumerate() {
-            let result = match op {
-                Op::Put(value) => self.inner.store(key, value, self.seen.contains(key)),
-                Op::Delete => self.inner.client.kv_delete_all(&self.inner.entry_path(key)),
-                Op::Rotate => self.inner.rewrite(&self.inner.entry_path(key)).map(|_| ()),
+        lock.renew().map_err(|e| e.map_message(|m| format!("{m}; nothing was written")))?;
+        let total = txn.ops.len();
+        let cut = txn.inner.cut_commits_after.load(Ordering::Relaxed);
+        for (done, (key, op)) in txn.ops.iter().enumerate() {
+            let result = if done == cut {
+                Err(VaultError::Unavailable("commit cut short by cut_commits_after (a test hook)".into()))
+            } else {
+                lock.keep().and_then(|()| match op {
+                    Op::Put(value) => txn.inner.store(key, value, txn.seen.contains(key)),
+                    Op::Delete => txn.inner.client.kv_delete_all(&txn.inner.entry_path(key)),
+                    Op::Rotate => txn.inner.rewrite(&txn.inner.entry_path(key)).map(|_| ()),
+                })
             };
             result.map_err(|e| {
                 e.map_message(|m| format!("{m} (commit stopped after {done} of {total} writes; the earlier ones are applied)"))
             })?;
+            // Whether the entry now exists with its metadata set.
+            match op {
+                Op::Put(_) => txn.seen.insert(key.clone()),
+                Op::Delete => txn.seen.remove(key),
+                Op::Rotate => false,
+            };
         }
         // Dropping the transaction releases the lock.
         Ok(())
