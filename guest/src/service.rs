@@ -54,17 +54,35 @@ impl<V: Vault> Secrets<V> {
     }
 
     fn key_record(&self, instance_id: &str, key: &str) -> Result<Option<KeyRecord>, Error> {
-        match self.vault.retrieve(&layout::meta(instance_id, key))? {
-            Some(bytes) => Ok(Some(records::decode("key", &bytes)?)),
-            None => Ok(None),
-        }
+        decode_record(self.vault.retrieve(&layout::meta(instance_id, key))?)
     }
 
     fn index(&self, instance_id: &str) -> Result<IndexRecord, Error> {
-        match self.vault.retrieve(&layout::index(instance_id))? {
-            Some(bytes) => records::decode("index", &bytes),
-            None => Ok(IndexRecord { format: FORMAT, ..Default::default() }),
-        }
+        decode_index(self.vault.retrieve(&layout::index(instance_id))?)
+    }
+
+    /// The key record and the index, in one batched read.
+    fn record_and_index(&self, instance_id: &str, key: &str) -> Result<(Option<KeyRecord>, IndexRecord), Error> {
+        let mut read = self.vault.retrieve_many(&[layout::meta(instance_id, key), layout::index(instance_id)])?;
+        let index = read.pop().flatten();
+        let record = read.pop().flatten();
+        Ok((decode_record(record)?, decode_index(index)?))
+    }
+
+    /// The values of `versions` (key, version), in one batched read; a
+    /// missing one is corrupt (a record points at it).
+    fn values(&self, instance_id: &str, versions: &[(&str, u32)]) -> Result<Vec<Vec<u8>>, Error> {
+        let keys: Vec<String> = versions.iter().map(|(key, v)| layout::value(instance_id, key, *v)).collect();
+        let found = self.vault.retrieve_many(&keys)?;
+        versions
+            .iter()
+            .zip(found)
+            .map(|((key, version), value)| {
+                value.ok_or_else(|| {
+                    Error::corrupt(format!("value of version {version} of {key:?} is missing from the vault"))
+                })
+            })
+            .collect()
     }
 
     /// Settles the entries of `index` that a delete marked: a mark whose
@@ -75,8 +93,13 @@ impl<V: Vault> Secrets<V> {
         let marked: Vec<String> =
             index.keys.iter().filter(|(_, e)| e.deleting.is_some()).map(|(k, _)| k.clone()).collect();
         let mut gone = Vec::new();
-        for key in marked {
-            if self.vault.retrieve(&layout::meta(instance_id, &key))?.is_some() {
+        if marked.is_empty() {
+            return Ok(gone);
+        }
+        let records: Vec<String> = marked.iter().map(|key| layout::meta(instance_id, key)).collect();
+        let found = self.vault.retrieve_many(&records)?;
+        for (key, record) in marked.into_iter().zip(found) {
+            if record.is_some() {
                 if let Some(entry) = index.keys.get_mut(&key) {
                     entry.deleting = None;
                 }
@@ -133,7 +156,7 @@ impl<V: Vault> Secrets<V> {
         let facts = validate::secret(req.kind, &req.key, &req.value, &self.limits)?;
         let (id, key) = (req.instance_id.as_str(), req.key.as_str());
 
-        let mut record = self.key_record(id, key)?;
+        let (mut record, mut index) = self.record_and_index(id, key)?;
         let current = match &record {
             Some(r) => r.current()?.version,
             None => 0,
@@ -153,7 +176,6 @@ impl<V: Vault> Secrets<V> {
                 r.kind, req.kind
             )));
         }
-        let mut index = self.index(id)?;
         let gone = self.settle(id, &mut index)?;
         if record.is_none() && index.keys.len() >= self.limits.max_keys_per_instance as usize {
             return Err(Error::LimitExceeded(format!(
@@ -219,9 +241,16 @@ impl<V: Vault> Secrets<V> {
     pub fn inject(&self, instance_id: &str) -> Result<Vec<(String, String)>, Error> {
         validate::instance_id(instance_id)?;
         let index = self.live_index(instance_id)?;
-        let mut out = Vec::new();
-        for (key, entry) in index.keys.iter().filter(|(_, e)| e.kind == SecretType::Env) {
-            let value = self.value(instance_id, key, entry.current.version)?;
+        let env: Vec<(&str, u32)> = index
+            .keys
+            .iter()
+            .filter(|(_, e)| e.kind == SecretType::Env)
+            .map(|(key, e)| (key.as_str(), e.current.version))
+            .collect();
+        let values = self.values(instance_id, &env)?;
+        let mut out = Vec::with_capacity(env.len());
+        for ((key, _), value) in env.into_iter().zip(values) {
+            let key = key.to_owned();
             let text = String::from_utf8(value)
                 .map_err(|_| Error::corrupt(format!("stored env value of {key:?} is not UTF-8")))?;
             out.push((key.clone(), text));
@@ -235,11 +264,10 @@ impl<V: Vault> Secrets<V> {
         let index = self.live_index(instance_id)?;
         let mut out = Vec::new();
         let mut docker_configs = Vec::new();
-        for (key, entry) in &index.keys {
-            if entry.kind == SecretType::Env {
-                continue;
-            }
-            let value = self.value(instance_id, key, entry.current.version)?;
+        let files: Vec<(&String, &IndexEntry)> = index.keys.iter().filter(|(_, e)| e.kind != SecretType::Env).collect();
+        let versions: Vec<(&str, u32)> = files.iter().map(|(key, e)| (key.as_str(), e.current.version)).collect();
+        let values = self.values(instance_id, &versions)?;
+        for ((key, entry), value) in files.into_iter().zip(values) {
             match entry.kind {
                 SecretType::Env => {}
                 SecretType::File => out.push(Mount { path: key.clone(), mode: MODE_PRIVATE, contents: value }),
@@ -266,8 +294,7 @@ impl<V: Vault> Secrets<V> {
     pub fn delete(&self, instance_id: &str, key: &str) -> Result<(), Error> {
         validate::instance_id(instance_id)?;
         validate::key(key)?;
-        let record = self.key_record(instance_id, key)?;
-        let mut index = self.index(instance_id)?;
+        let (record, mut index) = self.record_and_index(instance_id, key)?;
         let gone = self.settle(instance_id, &mut index)?;
         if record.is_none() && !gone.iter().any(|(k, _)| k == key) {
             return Err(Error::NotFound);
@@ -310,9 +337,9 @@ impl<V: Vault> Secrets<V> {
         validate::instance_id(instance_id)?;
         let index = self.live_index(instance_id)?;
         let mut rotated = Vec::with_capacity(index.keys.len());
-        for key in index.keys.keys() {
-            let record = self
-                .key_record(instance_id, key)?
+        let records: Vec<String> = index.keys.keys().map(|key| layout::meta(instance_id, key)).collect();
+        for (key, record) in index.keys.keys().zip(self.vault.retrieve_many(&records)?) {
+            let record = decode_record(record)?
                 .ok_or_else(|| Error::corrupt(format!("the index lists {key:?}, which has no record")))?;
             rotated.push((key.clone(), self.rotate_record(instance_id, key, &record)?));
         }
@@ -328,5 +355,16 @@ impl<V: Vault> Secrets<V> {
         }
         self.vault.rotate(&layout::meta(instance_id, key))?;
         Ok(record.versions.len() as u32)
+    }
+}
+
+fn decode_record(bytes: Option<Vec<u8>>) -> Result<Option<KeyRecord>, Error> {
+    bytes.map(|bytes| records::decode("key", &bytes)).transpose()
+}
+
+fn decode_index(bytes: Option<Vec<u8>>) -> Result<IndexRecord, Error> {
+    match bytes {
+        Some(bytes) => records::decode("index", &bytes),
+        None => Ok(IndexRecord { format: FORMAT, ..Default::default() }),
     }
 }
