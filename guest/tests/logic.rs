@@ -10,6 +10,10 @@ use secrets_guest::{Error, Limits, SecretType, Secrets, SetRequest, Vault, Vault
 struct CountingVault {
     entries: RefCell<BTreeMap<String, Vec<u8>>>,
     reads: Cell<usize>,
+    /// Read requests: a `retrieve`, or a `retrieve_many` of any size.
+    read_requests: Cell<usize>,
+    /// Stores, deletes and rotations.
+    writes: Cell<usize>,
     /// Fail every store after this many succeeded (for write-order tests).
     fail_after_stores: Cell<Option<usize>>,
     /// Fail every store and delete after this many writes succeeded.
@@ -28,8 +32,16 @@ impl CountingVault {
     }
 }
 
+impl CountingVault {
+    /// (read requests, entries read, writes) since the last call.
+    fn take_counts(&self) -> (usize, usize, usize) {
+        (self.read_requests.replace(0), self.reads.replace(0), self.writes.replace(0))
+    }
+}
+
 impl Vault for &CountingVault {
     fn store(&self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        self.writes.set(self.writes.get() + 1);
         self.write()?;
         if let Some(n) = self.fail_after_stores.get() {
             if n == 0 {
@@ -42,14 +54,22 @@ impl Vault for &CountingVault {
     }
     fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
         self.reads.set(self.reads.get() + 1);
+        self.read_requests.set(self.read_requests.get() + 1);
         Ok(self.entries.borrow().get(key).cloned())
     }
+    fn retrieve_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, VaultError> {
+        self.reads.set(self.reads.get() + keys.len());
+        self.read_requests.set(self.read_requests.get() + 1);
+        Ok(keys.iter().map(|key| self.entries.borrow().get(key).cloned()).collect())
+    }
     fn delete(&self, key: &str) -> Result<(), VaultError> {
+        self.writes.set(self.writes.get() + 1);
         self.write()?;
         self.entries.borrow_mut().remove(key);
         Ok(())
     }
     fn rotate(&self, _key: &str) -> Result<(), VaultError> {
+        self.writes.set(self.writes.get() + 1);
         Ok(())
     }
 }
@@ -108,6 +128,55 @@ fn get_costs_two_reads_whatever_the_number_of_keys_and_versions() {
     vault.reads.set(0);
     assert_eq!(s.list("web-1").unwrap().len(), 50);
     assert_eq!(vault.reads.get(), 1);
+}
+
+/// What each call costs in vault requests, pinned: a remote store pays a
+/// round trip per read request (batched reads are one request), so the
+/// read requests of a call must not grow with the number of keys.
+#[test]
+fn vault_operations_per_call_are_pinned() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits { max_versions_per_key: 3, ..Limits::default() }, clock);
+    for k in 0..20 {
+        s.set(&req(&format!("K{k:02}"), SecretType::Env, b"v")).unwrap();
+    }
+    s.set(&req("conf.json", SecretType::File, b"{}")).unwrap();
+    s.set(&req("K03", SecretType::Env, b"v2")).unwrap();
+    vault.take_counts();
+    let mut measured = Vec::new();
+    let mut count = |name: &'static str, call: &dyn Fn()| {
+        call();
+        measured.push((name, vault.take_counts()));
+    };
+    count("get", &|| drop(s.get("web-1", "K03").unwrap()));
+    count("versions", &|| drop(s.versions("web-1", "K03").unwrap()));
+    count("list", &|| drop(s.list("web-1").unwrap()));
+    count("inject", &|| assert_eq!(s.inject("web-1").unwrap().len(), 20));
+    count("mounts", &|| assert_eq!(s.mounts("web-1").unwrap().len(), 1));
+    count("set (new version)", &|| drop(s.set(&req("K04", SecretType::Env, b"v2")).unwrap()));
+    count("set (new version, pruning)", &|| {
+        s.set(&req("K03", SecretType::Env, b"v3")).unwrap();
+        s.set(&req("K03", SecretType::Env, b"v4")).unwrap();
+    });
+    count("set (new key)", &|| drop(s.set(&req("NEW", SecretType::Env, b"n")).unwrap()));
+    count("delete", &|| s.delete("web-1", "NEW").unwrap());
+    count("rotate", &|| assert_eq!(s.rotate("web-1", "K03").unwrap(), 3));
+    count("rotate the instance", &|| assert_eq!(s.rotate_instance("web-1").unwrap().len(), 21));
+    // (read requests, entries read, writes)
+    let expected = [
+        ("get", (2, 2, 0)),
+        ("versions", (1, 1, 0)),
+        ("list", (1, 1, 0)),
+        ("inject", (2, 21, 0)),
+        ("mounts", (2, 2, 0)),
+        ("set (new version)", (1, 2, 3)),
+        ("set (new version, pruning)", (2, 4, 7)),
+        ("set (new key)", (1, 2, 3)),
+        ("delete", (1, 2, 4)),
+        ("rotate", (1, 1, 5)),
+        ("rotate the instance", (2, 22, 46)),
+    ];
+    assert_eq!(measured, expected);
 }
 
 #[test]
