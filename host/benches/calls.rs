@@ -1,0 +1,186 @@
+//! Latency of the exported calls through the component on every store the
+//! environment offers, and the round trips they cost on PostgreSQL: the
+//! figures of BENCHMARKS.md. Ratios are measured in one run, so they hold
+//! on a noisy machine where absolute figures drift.
+//!
+//! `cargo bench -p secrets-host --bench calls` (release build). Stores:
+//! `memory:` and a temporary SQLite file always; PostgreSQL when
+//! `SECRETS_TEST_POSTGRES_URL` is set, OpenBao when `SECRETS_TEST_OPENBAO_URL`
+//! and `SECRETS_TEST_OPENBAO_TOKEN` are (`source .ci/postgres.sh &&
+//! start_postgres`, `source .ci/openbao.sh && start_openbao`).
+//! `BENCH_ITERATIONS` (default 300) sets the samples per row.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrets_host::backends::StoreConfig;
+use secrets_host::backends::postgres::PostgresBackend;
+use secrets_host::{Backend, Limits, Sandbox, Scope, SecretType, Secrets, SetRequest};
+
+/// Median and 99th percentile of `samples` runs of `f`.
+fn time(samples: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+    for _ in 0..samples.min(20) {
+        f();
+    }
+    let mut t: Vec<Duration> = (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    t.sort();
+    (t[t.len() / 2], t[(t.len() * 99 / 100).min(t.len() - 1)])
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+/// An instance named `i{n}` holding `n` env keys, one version each.
+fn populate(s: &Secrets, scope: &Scope, n: usize) {
+    for i in 0..n {
+        s.set(scope, SetRequest::new(&format!("i{n}"), &format!("KEY_{i:03}"), SecretType::Env, format!("value-{i:03}")))
+            .unwrap();
+    }
+}
+
+struct Row {
+    call: String,
+    median: Duration,
+    p99: Duration,
+    round_trips: Option<u64>,
+}
+
+fn bench_store(name: &str, sandbox: &Arc<Sandbox>, backend: Arc<dyn Backend>, pg: Option<&PostgresBackend>) -> Vec<Row> {
+    let samples: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let s = Secrets::with_sandbox(sandbox.clone(), backend, Limits::default());
+    let tenant = format!("bench-{}-{}", std::process::id(), name.split(':').next().unwrap_or(name));
+    let scope = Scope::tenant(&tenant).unwrap();
+    for n in [1, 10, 20, 100] {
+        populate(&s, &scope, n);
+    }
+    let trips = |f: &dyn Fn()| {
+        pg.map(|pg| {
+            f();
+            let before = pg.round_trips();
+            f();
+            pg.round_trips() - before
+        })
+    };
+    let mut rows = Vec::new();
+    let mut row = |call: &str, f: &dyn Fn()| {
+        let (median, p99) = time(samples, f);
+        rows.push(Row { call: call.to_owned(), median, p99, round_trips: trips(f) });
+    };
+    row("get", &|| drop(s.get(&scope, "i20", "KEY_003").unwrap()));
+    row("list (20 keys)", &|| drop(s.list(&scope, "i20").unwrap()));
+    row("inject (1 env key)", &|| drop(s.inject(&scope, "i1").unwrap()));
+    row("inject (10 env keys)", &|| drop(s.inject(&scope, "i10").unwrap()));
+    row("inject (20 env keys)", &|| drop(s.inject(&scope, "i20").unwrap()));
+    row("inject (100 env keys)", &|| drop(s.inject(&scope, "i100").unwrap()));
+    let counter = std::cell::Cell::new(0u32);
+    row("set", &|| {
+        counter.set(counter.get() + 1);
+        s.set(&scope, SetRequest::new("i1", "KEY_000", SecretType::Env, format!("v{}", counter.get()))).unwrap();
+    });
+    rows
+}
+
+/// `get` calls per second with `threads` threads calling at once.
+fn throughput(s: &Secrets, scope: &Scope, threads: usize, calls_per_thread: usize) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|t| {
+        for _ in 0..threads {
+            t.spawn(|| {
+                for _ in 0..calls_per_thread {
+                    s.get(scope, "i20", "KEY_003").unwrap();
+                }
+            });
+        }
+    });
+    (threads * calls_per_thread) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One KV v2 read with a keep-alive client: the floor of any OpenBao call.
+fn raw_openbao_read(samples: usize) -> Option<Duration> {
+    let url = std::env::var("SECRETS_TEST_OPENBAO_URL").ok()?;
+    let token = std::env::var("SECRETS_TEST_OPENBAO_TOKEN").ok()?;
+    let rest = url.split_once("://")?.1;
+    let (host, mount) = rest.split_once('/')?;
+    let mount = mount.split('?').next()?.trim_end_matches('/');
+    let agent = ureq::Agent::new_with_defaults();
+    let path = format!("http://{host}/v1/{mount}/data/bench-raw-{}", std::process::id());
+    agent
+        .post(&path)
+        .header("X-Vault-Token", &token)
+        .send_json(serde_json::json!({"data": {"v": "value"}}))
+        .ok()?;
+    let (median, _) = time(samples, || {
+        agent.get(&path).header("X-Vault-Token", &token).call().unwrap().into_body().read_to_vec().unwrap();
+    });
+    Some(median)
+}
+
+/// A store to measure: its name, the backend, and the PostgreSQL backend
+/// again when it is one (for its round-trip counter).
+type Store = (String, Arc<dyn Backend>, Option<Arc<PostgresBackend>>);
+
+fn main() {
+    // `cargo bench` passes `--bench`: nothing to parse.
+    let sandbox = Arc::new(Sandbox::new().expect("the embedded component compiles"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores: Vec<Store> = vec![
+        ("memory:".into(), StoreConfig::parse("memory:").unwrap().open().unwrap(), None),
+    ];
+    // The SQLite store makes its key file beside the database.
+    let sqlite = format!("sqlite:{}", dir.path().join("bench.db").display());
+    stores.push(("sqlite:".into(), StoreConfig::parse(&sqlite).unwrap().open().unwrap(), None));
+    if let Ok(url) = std::env::var("SECRETS_TEST_POSTGRES_URL") {
+        let url = format!("{url}?schema=bench_{}&key_file={}", std::process::id(), dir.path().join("pg.key").display());
+        let StoreConfig::Postgres(config) = StoreConfig::parse(&url).unwrap() else { unreachable!() };
+        let pg = Arc::new(PostgresBackend::from_config(&config).unwrap());
+        stores.push(("postgres".into(), pg.clone(), Some(pg)));
+    }
+    if let (Ok(url), Ok(_)) = (std::env::var("SECRETS_TEST_OPENBAO_URL"), std::env::var("SECRETS_TEST_OPENBAO_TOKEN")) {
+        let url = format!("{url}?token_env=SECRETS_TEST_OPENBAO_TOKEN&prefix=bench-{}", std::process::id());
+        stores.push(("openbao".into(), StoreConfig::parse(&url).unwrap().open().unwrap(), None));
+    }
+
+    println!("| store | call | median | p99 | round trips |");
+    println!("|---|---|---|---|---|");
+    let mut inject_ratio = Vec::new();
+    let mut openbao_get = None;
+    for (name, backend, pg) in &stores {
+        let rows = bench_store(name, &sandbox, backend.clone(), pg.as_deref());
+        for r in &rows {
+            let trips = r.round_trips.map_or("—".into(), |n| n.to_string());
+            println!("| {name} | {} | {} | {} | {trips} |", r.call, us(r.median), us(r.p99));
+        }
+        let median = |call: &str| rows.iter().find(|r| r.call == call).unwrap().median.as_secs_f64();
+        inject_ratio.push((name.clone(), median("inject (100 env keys)") / median("inject (10 env keys)")));
+        if name == "openbao" {
+            openbao_get = Some(median("get"));
+        }
+    }
+    println!();
+    for (name, backend, _) in stores.iter().filter(|(name, _, _)| name == "memory:" || name == "sqlite:") {
+        let s = Secrets::with_sandbox(sandbox.clone(), backend.clone(), Limits::default());
+        let scope = Scope::tenant(&format!("bench-{}-{}", std::process::id(), name.trim_end_matches(':'))).unwrap();
+        throughput(&s, &scope, 1, 200); // warm
+        let one = throughput(&s, &scope, 1, 3000);
+        let two = throughput(&s, &scope, 2, 3000);
+        println!("{name} get throughput: 1 thread {one:.0}/s, 2 threads {two:.0}/s = {:.2}×", two / one);
+    }
+    for (name, ratio) in inject_ratio {
+        println!("{name}: inject of 100 / inject of 10 = {ratio:.2}×");
+    }
+    if let (Some(get), Some(raw)) = (openbao_get, raw_openbao_read(300)) {
+        println!(
+            "openbao: get / one raw KV v2 read = {:.2}× ({} vs {})",
+            get / raw.as_secs_f64(),
+            us(Duration::from_secs_f64(get)),
+            us(raw)
+        );
+    }
+}
