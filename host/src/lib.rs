@@ -5,7 +5,9 @@
 //!   hands each a [`Scope`] naming its tenant. Every vault key of a call is
 //!   prefixed with that tenant by the host, outside the sandbox, so a call
 //!   for tenant A cannot read, list, inject or overwrite tenant B's secrets,
-//!   even with the same instance ids and keys.
+//!   even with the same instance ids and keys. `secrets serve` (module `http`,
+//!   feature `http`) is such a control plane: its bearer tokens
+//!   ([`tokens`]) each name one tenant and role.
 //! - **The component** (the secrets logic, `guest/`) is treated as
 //!   untrusted code: it runs in a fresh wasmtime instance per call, with a
 //!   memory cap, and is granted exactly two imports: the call's vault
@@ -35,6 +37,8 @@
 //! - [`backends`]: the [`Backend`] contract, [`StoreConfig`] (store URLs),
 //!   and one module per backend, each behind a cargo feature.
 //! - [`cache`]: the compiled-component cache of the CLI.
+//! - [`tokens`]: bearer tokens of the HTTP API (hashes in the store).
+//! - `http` (feature `http`): the HTTP API of `secrets serve`.
 //!
 //! # Blocking
 //! Every call of [`Secrets`] blocks its thread: it runs the component and
@@ -49,9 +53,12 @@ mod bindings;
 pub mod cache;
 pub mod component;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod sandbox;
 pub mod secrets;
 pub mod tenant;
+pub mod tokens;
 pub mod types;
 
 pub use backends::{Access, Backend, MemoryBackend, StoreConfig, Transaction, Vault, VaultError};

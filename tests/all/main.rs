@@ -12,6 +12,7 @@ mod conformance;
 mod crash;
 mod fault_proxy;
 mod hostile;
+mod http;
 mod memory;
 mod openbao;
 mod postgres;

@@ -1,6 +1,7 @@
 //! The command line contract. Scripts rely on these names and flags.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrets_host::SecretType;
@@ -99,6 +100,80 @@ pub enum Command {
     /// Manage the store's master keys (SQLite and PostgreSQL stores).
     #[command(subcommand)]
     Keyring(KeyringCommand),
+    /// Manage the bearer tokens of the HTTP API (`serve`). Tokens are kept
+    /// in the store as hashes only.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Serve the HTTP API on the store (plain HTTP, loopback only for now).
+    /// Stops on SIGTERM or SIGINT after finishing requests in flight.
+    #[cfg(feature = "http")]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for the tenant given with --tenant; prints it once,
+    /// on stdout (only its hash is kept).
+    Create {
+        /// What the token allows: read (metadata, values, env, mounts),
+        /// write (read + set, delete, rotate), inject (env and mounts only).
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// How long the token is valid, e.g. 30d, 12h (default: until revoked).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// A label shown by `token list`.
+        #[arg(long, value_name = "LABEL")]
+        name: Option<String>,
+    },
+    /// List tokens: id, tenant, role, name, created, expires. Never a token.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (as `token list` shows it); every server
+    /// on the store refuses it from its next request on.
+    Revoke {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Read,
+    Write,
+    Inject,
+}
+
+impl From<RoleArg> for secrets_host::tokens::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Read => Self::Read,
+            RoleArg::Write => Self::Write,
+            RoleArg::Inject => Self::Inject,
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0: any free port; the bound
+    /// address is printed on stderr). Plain HTTP is served on loopback
+    /// addresses only, unless --insecure-listen.
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// Calls of the sandbox or the store running at once; more requests wait.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_concurrent_calls: u32,
+    /// Serve plain HTTP on a non-loopback address (tokens and values then
+    /// cross the network unencrypted: only behind a TLS-terminating proxy).
+    #[arg(long)]
+    pub insecure_listen: bool,
+    /// How long to let requests in flight finish after SIGTERM/SIGINT.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]

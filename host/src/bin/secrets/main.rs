@@ -6,13 +6,17 @@ mod args;
 mod format;
 mod hardening;
 mod run;
+#[cfg(feature = "http")]
+mod serve;
+mod token;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use secrets_host::backends::{StoreConfig, VaultError, store_config};
 use secrets_host::{Error, Scope, SecretMeta, SetRequest, cache, limits};
 
@@ -68,10 +72,7 @@ fn not_found(what: String) -> impl FnOnce(Error) -> CliError {
     }
 }
 
-fn main() -> ExitCode {
-    // Before anything is read: no core dumps, no ptrace or /proc/PID/mem,
-    // environ or fd access for other processes of the same user.
-    hardening::make_non_dumpable();
+fn init_logging(serving: bool) {
     // Logs only when asked for (RUST_LOG=debug, =trace, ...), on stderr.
     // Spans leave out every argument that carries a secret.
     if std::env::var_os("RUST_LOG").is_some() {
@@ -81,6 +82,13 @@ fn main() -> ExitCode {
             .with_ansi(false)
             // One line per call when it ends, with its fields and timing.
             .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .try_init();
+    } else if serving {
+        // A server logs one line per request (never a value or a token).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("secrets_host=info"))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
             .try_init();
     } else {
         // Otherwise the host's warnings only (a lock waited for, a store
@@ -93,8 +101,14 @@ fn main() -> ExitCode {
             .with_target(false)
             .try_init();
     }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+}
+
+fn main() -> ExitCode {
+    // Before anything is read: no core dumps, no ptrace or /proc/PID/mem,
+    // environ or fd access for other processes of the same user.
+    hardening::make_non_dumpable();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
         // clap repeats an unknown argument; it may be a secret typed on the
         // command line (`set ... --type env -s3cret`): say so without it.
         Err(e) if e.kind() == clap::error::ErrorKind::UnknownArgument => {
@@ -106,7 +120,14 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    match run_cli(cli) {
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Whether --tenant (or SECRETS_TENANT) was given, not defaulted.
+    let tenant_given = matches.value_source("tenant").is_some_and(|s| s != ValueSource::DefaultValue);
+    #[cfg(feature = "http")]
+    init_logging(matches!(cli.command, Command::Serve(_)));
+    #[cfg(not(feature = "http"))]
+    init_logging(false);
+    match run_cli(cli, tenant_given) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", e.message);
@@ -244,7 +265,7 @@ fn json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
     out(&text)
 }
 
-fn run_cli(cli: Cli) -> Result<u8, CliError> {
+fn run_cli(cli: Cli, tenant_given: bool) -> Result<u8, CliError> {
     let url = match cli.store.clone() {
         Some(url) => url,
         None => store_config::default_url()?,
@@ -253,7 +274,12 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
     // Commands that only read open the store read-only.
     let reads = matches!(
         cli.command,
-        Command::Get { .. } | Command::List { .. } | Command::Versions { .. } | Command::Inject { .. } | Command::Run(_)
+        Command::Get { .. }
+            | Command::List { .. }
+            | Command::Versions { .. }
+            | Command::Inject { .. }
+            | Command::Run(_)
+            | Command::Token(args::TokenCommand::List { .. })
     );
     let store = if reads { store.for_reading() } else { store };
     let scope = Scope::tenant(&cli.tenant)?;
@@ -276,14 +302,21 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
         out(format!("re-encrypted {n} entries under the newest master key\n").as_bytes())?;
         return Ok(0);
     }
+    let command = match cli.command {
+        Command::Token(command) => {
+            let tokens = secrets_host::tokens::TokenStore::new(backend);
+            return token::run(&tokens, command, tenant_given.then_some(&scope));
+        }
+        command => command,
+    };
     let cache_dir = cache::default_dir();
     let (sandbox, _, why) = cache::load(cache_dir.as_deref())?;
     if let Some(why) = why {
         eprintln!("warning: compiled-component cache not used ({why})");
     }
-    let secrets = secrets_host::Secrets::with_sandbox(sandbox.into(), backend, secrets_host::Limits::default());
+    let secrets = secrets_host::Secrets::with_sandbox(sandbox.into(), backend.clone(), secrets_host::Limits::default());
 
-    match cli.command {
+    match command {
         Command::Set { instance, key, kind, from_file, if_version, allow_empty, extra } => {
             refuse_values_in_arguments(&key, &extra)?;
             check_before_reading(&secrets, &scope, (&instance, &key), kind.into(), if_version)?;
@@ -364,7 +397,9 @@ fn run_cli(cli: Cli) -> Result<u8, CliError> {
                 out(format!("{key}: re-encrypted {n} version{}\n", if n == 1 { "" } else { "s" }).as_bytes())?;
             }
         }
-        Command::Keyring(_) => unreachable!("handled above"),
+        #[cfg(feature = "http")]
+        Command::Serve(args) => return serve::run(secrets, backend, args),
+        Command::Keyring(_) | Command::Token(_) => unreachable!("handled above"),
     }
     Ok(0)
 }

@@ -1,0 +1,72 @@
+//! `secrets serve`: the HTTP API on the store (see `secrets_host::http`).
+//!
+//! Plain HTTP, on loopback addresses only unless `--insecure-listen`.
+//! Prints `listening on http://ADDR:PORT` on stderr once bound (so
+//! `--listen 127.0.0.1:0` can be used by scripts and tests), one log line
+//! per request, and stops on SIGTERM or SIGINT: no new connections,
+//! requests in flight finish (for at most `--shutdown-timeout`), exit 0.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrets_host::Secrets;
+use secrets_host::backends::Backend;
+use secrets_host::http::{ApiConfig, App, ServeOutcome, check_listen, serve, shutdown_signal};
+use secrets_host::tokens::TokenStore;
+
+use crate::CliError;
+use crate::args::ServeArgs;
+
+fn usage(message: String) -> CliError {
+    CliError { code: 2, message }
+}
+
+fn resolve(listen: &str) -> Result<SocketAddr, CliError> {
+    let mut addrs = listen
+        .to_socket_addrs()
+        .map_err(|e| usage(format!("--listen {listen}: {e} (expected ADDR:PORT, e.g. 127.0.0.1:8787)")))?;
+    addrs.next().ok_or_else(|| usage(format!("--listen {listen}: no address")))
+}
+
+pub fn run(secrets: Secrets, backend: Arc<dyn Backend>, args: ServeArgs) -> Result<u8, CliError> {
+    let addr = resolve(&args.listen)?;
+    check_listen(addr, args.insecure_listen).map_err(usage)?;
+    if !addr.ip().is_loopback() {
+        eprintln!("warning: serving plain HTTP on {addr} (--insecure-listen): tokens and values cross the network unencrypted");
+    }
+    if backend.describe() == "memory:" {
+        eprintln!(
+            "warning: a memory: store starts empty and holds no tokens (`secrets token create` cannot reach it): \
+             every request will be refused"
+        );
+    }
+    let calls = args.max_concurrent_calls as usize;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("secrets-serve")
+        // Blocking threads beyond the call slots serve nothing.
+        .max_blocking_threads(calls + 4)
+        .build()
+        .map_err(|e| CliError::error(format!("starting the runtime: {e}")))?;
+    let app = App::new(secrets, TokenStore::new(backend), ApiConfig { max_concurrent_calls: calls, ..ApiConfig::default() });
+    let outcome = runtime.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| CliError::error(format!("listening on {addr}: {e}")))?;
+        let local = listener.local_addr().map_err(|e| CliError::error(format!("listening on {addr}: {e}")))?;
+        eprintln!("listening on http://{local}");
+        serve(listener, app, shutdown_signal(), args.shutdown_timeout)
+            .await
+            .map_err(|e| CliError::error(format!("serving on {local}: {e}")))
+    })?;
+    // Calls abandoned after the grace period finish or roll back on their
+    // own threads; the process does not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match outcome {
+        ServeOutcome::Drained => eprintln!("stopped"),
+        ServeOutcome::GraceExpired => {
+            eprintln!("stopped after {:?} with requests still in flight", args.shutdown_timeout)
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,296 @@
+//! The routes and their handlers: each checks its input, makes one call of
+//! [`Secrets`] on the blocking pool, and shapes the answer. Tenants come
+//! from the token, never from the path.
+//!
+//! Only `/value`, `/env` and `/mounts` answer with values; every other
+//! response holds metadata ([`SecretMeta`], which has no value field).
+//!
+//! [`Secrets`]: crate::Secrets
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Serialize;
+
+use super::App;
+use super::auth::{Authorized, op};
+use super::errors::ApiError;
+use super::input::{InstancePath, KeyPath, query, set_body};
+use super::request;
+use crate::types::{SecretMeta, SecretType, SetRequest};
+
+/// The API's routes on `app`, with the request middleware and the body
+/// limit.
+pub(crate) fn router(app: App) -> Router {
+    let body_limit = app.inner.config.body_limit;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/instances/{instance}/secrets", get(list))
+        .route("/v1/instances/{instance}/secrets/{key}", put(set).get(metadata).delete(delete))
+        .route("/v1/instances/{instance}/secrets/{key}/value", get(value))
+        .route("/v1/instances/{instance}/secrets/{key}/rotate", axum::routing::post(rotate))
+        .route("/v1/instances/{instance}/env", get(env))
+        .route("/v1/instances/{instance}/mounts", get(mounts))
+        .fallback(|| async { ApiError::from_status(StatusCode::NOT_FOUND) })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(request::around))
+        .with_state(app)
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+        Err(e) => ApiError::internal(format!("serializing a response: {e}")).into_response(),
+    }
+}
+
+fn etag(version: u32) -> (header::HeaderName, HeaderValue) {
+    (header::ETAG, HeaderValue::from_str(&format!("\"v{version}\"")).expect("ASCII"))
+}
+
+fn with_etag(mut response: Response, version: u32) -> Response {
+    let (name, value) = etag(version);
+    response.headers_mut().insert(name, value);
+    response
+}
+
+fn secret_not_found(key: &str, instance: &str) -> impl FnOnce() -> String + Send + use<> {
+    let message = format!("secret {key:?} not found in instance {instance:?}");
+    move || message
+}
+
+fn no_secrets(instance: &str) -> ApiError {
+    ApiError::not_found(format!("instance {instance:?} has no secrets"))
+}
+
+async fn healthz() -> Response {
+    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(app): State<App>) -> Result<Response, ApiError> {
+    app.blocking(|inner| inner.tokens.check_store()).await??;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ready" })))
+}
+
+async fn set(
+    caller: Authorized<op::Set>,
+    path: KeyPath,
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // Check-and-set is not there yet: a client relying on it must not
+    // overwrite a newer version unawares.
+    if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_NONE_MATCH) {
+        return Err(ApiError::bad_request(
+            "If-Match and If-None-Match (check-and-set) are not supported yet; nothing was stored",
+        ));
+    }
+    let max = app.inner.secrets.limits().max_value_bytes as usize;
+    let body = set_body(&headers, &body, max)?;
+    let KeyPath { instance, key } = path;
+    let scope = caller.grant.scope;
+    let req = SetRequest::new(&instance, &key, body.kind, body.value);
+    // Check-and-set will set `req.if_version` from `If-Match: "vN"` /
+    // `If-None-Match: *` here, its mismatch answered with 412.
+    let meta = app.blocking(move |inner| inner.secrets.set(&scope, req)).await??;
+    let status = if meta.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(with_etag(json(status, &meta), meta.version))
+}
+
+async fn list(caller: Authorized<op::List>, InstancePath(instance): InstancePath, State(app): State<App>) -> Result<Response, ApiError> {
+    let scope = caller.grant.scope;
+    let name = instance.clone();
+    let metas = app.blocking(move |inner| inner.secrets.list(&scope, &name)).await??;
+    if metas.is_empty() {
+        return Err(no_secrets(&instance));
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        secrets: &'a [SecretMeta],
+    }
+    Ok(json(StatusCode::OK, &Body { secrets: &metas }))
+}
+
+async fn metadata(caller: Authorized<op::Metadata>, path: KeyPath, State(app): State<App>) -> Result<Response, ApiError> {
+    let scope = caller.grant.scope;
+    let KeyPath { instance, key } = path;
+    let not_found = secret_not_found(&key, &instance);
+    let versions = app
+        .blocking(move |inner| inner.secrets.versions(&scope, &instance, &key))
+        .await?
+        .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
+    let Some(current) = versions.last() else {
+        return Err(ApiError::internal("a key without versions"));
+    };
+    #[derive(Serialize)]
+    struct Body<'a> {
+        #[serde(flatten)]
+        current: &'a SecretMeta,
+        versions: &'a [SecretMeta],
+    }
+    Ok(with_etag(json(StatusCode::OK, &Body { current, versions: &versions }), current.version))
+}
+
+async fn value(
+    caller: Authorized<op::Value>,
+    path: KeyPath,
+    State(app): State<App>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut version = None;
+    for (_, v) in query(raw.as_deref(), &["version"])? {
+        // An empty `version=` means the current one.
+        if !v.is_empty() {
+            match v.parse::<u32>() {
+                Ok(n) if n >= 1 && !v.starts_with('+') => version = Some(n),
+                _ => return Err(ApiError::bad_request("version: must be a positive integer")),
+            }
+        }
+    }
+    let scope = caller.grant.scope;
+    let KeyPath { instance, key } = path;
+    let not_found = match version {
+        Some(v) => {
+            let message = format!("version {v} of secret {key:?} not found in instance {instance:?}");
+            Box::new(move || message) as Box<dyn FnOnce() -> String + Send>
+        }
+        None => Box::new(secret_not_found(&key, &instance)),
+    };
+    let secret = app
+        .blocking(move |inner| match version {
+            Some(v) => inner.secrets.get_version(&scope, &instance, &key, v),
+            None => inner.secrets.get(&scope, &instance, &key),
+        })
+        .await?
+        .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        key: &'a str,
+        version: u32,
+        #[serde(rename = "type")]
+        kind: SecretType,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value_base64: Option<String>,
+    }
+    let (text, b64) = match secret.value.expose_str() {
+        Ok(s) => (Some(s), None),
+        Err(_) => (None, Some(BASE64.encode(secret.value.expose()))),
+    };
+    let body = Body { key: &secret.meta.key, version: secret.meta.version, kind: secret.meta.kind, value: text, value_base64: b64 };
+    Ok(with_etag(json(StatusCode::OK, &body), secret.meta.version))
+}
+
+async fn delete(caller: Authorized<op::Delete>, path: KeyPath, State(app): State<App>) -> Result<Response, ApiError> {
+    let scope = caller.grant.scope;
+    let KeyPath { instance, key } = path;
+    let not_found = secret_not_found(&key, &instance);
+    app.blocking(move |inner| inner.secrets.delete(&scope, &instance, &key))
+        .await?
+        .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn rotate(caller: Authorized<op::Rotate>, path: KeyPath, State(app): State<App>) -> Result<Response, ApiError> {
+    let scope = caller.grant.scope;
+    let KeyPath { instance, key } = path;
+    let not_found = secret_not_found(&key, &instance);
+    let rotated = app
+        .blocking(move |inner| inner.secrets.rotate(&scope, &instance, &key))
+        .await?
+        .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "rotated": rotated })))
+}
+
+/// `NAME="value"` lines: the escaping of the CLI's `inject --format
+/// dotenv` (`\`, `"`, `$` and backquote escaped; newlines literal).
+fn dotenv(env: &BTreeMap<String, crate::SecretValue>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in env {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"=\"");
+        for &b in value.expose() {
+            if matches!(b, b'\\' | b'"' | b'$' | b'`') {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.extend_from_slice(b"\"\n");
+    }
+    out
+}
+
+async fn env(
+    caller: Authorized<op::Env>,
+    InstancePath(instance): InstancePath,
+    State(app): State<App>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut dotenv_format = false;
+    for (_, v) in query(raw.as_deref(), &["format"])? {
+        dotenv_format = match v.as_str() {
+            "json" | "" => false,
+            "dotenv" => true,
+            _ => return Err(ApiError::bad_request("format: must be json or dotenv")),
+        };
+    }
+    let scope = caller.grant.scope;
+    let name = instance.clone();
+    // An instance without env secrets answers {}; one without any secret
+    // at all (a typo, or another tenant's) is a 404, so a deploy agent
+    // does not start a workload without its secrets.
+    let env = app
+        .blocking(move |inner| {
+            let env = inner.secrets.inject(&scope, &name)?;
+            let exists = !env.is_empty() || !inner.secrets.list(&scope, &name)?.is_empty();
+            Ok::<_, crate::Error>(exists.then_some(env))
+        })
+        .await??
+        .ok_or_else(|| no_secrets(&instance))?;
+    if dotenv_format {
+        let body = Body::from(dotenv(&env));
+        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response());
+    }
+    let mut map = BTreeMap::new();
+    for (k, v) in &env {
+        let Ok(text) = v.expose_str() else {
+            return Err(ApiError::internal(format!("env secret {k:?} is not UTF-8")));
+        };
+        map.insert(k.as_str(), text);
+    }
+    Ok(json(StatusCode::OK, &map))
+}
+
+async fn mounts(caller: Authorized<op::Mounts>, InstancePath(instance): InstancePath, State(app): State<App>) -> Result<Response, ApiError> {
+    let scope = caller.grant.scope;
+    let name = instance.clone();
+    let mounts = app
+        .blocking(move |inner| {
+            let mounts = inner.secrets.mounts(&scope, &name)?;
+            let exists = !mounts.is_empty() || !inner.secrets.list(&scope, &name)?.is_empty();
+            Ok::<_, crate::Error>(exists.then_some(mounts))
+        })
+        .await??
+        .ok_or_else(|| no_secrets(&instance))?;
+    #[derive(Serialize)]
+    struct File<'a> {
+        path: &'a str,
+        mode: u32,
+        contents_base64: String,
+    }
+    let files: Vec<File> = mounts
+        .iter()
+        .map(|m| File { path: &m.path, mode: m.mode, contents_base64: BASE64.encode(m.contents.expose()) })
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "mounts": files })))
+}

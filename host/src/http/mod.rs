@@ -1,0 +1,157 @@
+//! The HTTP API (`secrets serve`): an authenticated front of [`Secrets`]
+//! for a control plane, a deploy agent or an operator. Feature `http`.
+//!
+//! | route | operation | roles |
+//! |---|---|---|
+//! | `PUT /v1/instances/{instance}/secrets/{key}` | set: `{"type":..,"value":..}` or `{"type":..,"value_base64":..}`; 201 for version 1, else 200; metadata + `ETag: "vN"` | write |
+//! | `GET /v1/instances/{instance}/secrets` | list: `{"secrets":[meta...]}` | read, write |
+//! | `GET /v1/instances/{instance}/secrets/{key}` | current metadata + `versions` | read, write |
+//! | `GET /v1/instances/{instance}/secrets/{key}/value[?version=N]` | `{"key","version","type","value"\|"value_base64"}` + `ETag` | read, write |
+//! | `DELETE /v1/instances/{instance}/secrets/{key}` | 204 | write |
+//! | `POST /v1/instances/{instance}/secrets/{key}/rotate` | `{"rotated": n}` | write |
+//! | `GET /v1/instances/{instance}/env[?format=json\|dotenv]` | the env secrets | read, write, inject |
+//! | `GET /v1/instances/{instance}/mounts` | `{"mounts":[{"path","mode","contents_base64"}]}` | read, write, inject |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (a read transaction on the store) | no token |
+//!
+//! An instance without any secret is a 404 on `list`, `env` and `mounts`
+//! (as is any instance of another tenant): a typo never looks like an
+//! instance without secrets. Status codes and the error body are in
+//! [`errors`].
+//!
+//! # Threat model
+//! - **Callers** present `Authorization: Bearer <token>`; tokens are
+//!   created with `secrets token create` and kept in the store as SHA-256
+//!   hashes only ([`crate::tokens`]). Each token has one tenant and one
+//!   role. The tenant comes from the token, never from the request, and
+//!   every call runs in that tenant's [`Scope`]: another tenant's instance
+//!   is indistinguishable from a missing one (404), and no request can
+//!   write into another tenant's keys.
+//! - Every request reads its token from the store (no cache), so a
+//!   revocation is effective on the next request, on every replica of a
+//!   shared store. Bad tokens of every kind get one identical 401.
+//! - **Input** is checked before the sandbox sees it: path segments (encoded
+//!   slashes, `..`, control characters, length, the name rules), query
+//!   parameters (unknown ones refused), the body (content type, size limit,
+//!   unknown fields, exactly one value field, base64). The component then
+//!   applies its own rules.
+//! - **Values** leave only in the bodies of `/value`, `/env` and `/mounts`;
+//!   never in a header, an error, or the log (one line per request: method,
+//!   route template, status, duration, request id, token id). Tokens never
+//!   appear in the log or in errors; only their ids do. Every response is
+//!   `Cache-Control: no-store`.
+//! - **Load**: sandbox and store calls run on tokio's blocking pool, at
+//!   most `max_concurrent_calls` at once (a semaphore; the rest wait), so
+//!   the async runtime never blocks; a trap is a 500 with the request id
+//!   and the server keeps serving.
+//!
+//! # Does not protect (yet)
+//! - **No TLS**: tokens and values cross the connection in clear text. The
+//!   server therefore listens on loopback only unless told
+//!   `--insecure-listen` (e.g. behind a TLS-terminating proxy on the same
+//!   host).
+//! - No audit log, no rate limits, no request or header timeouts (a slow
+//!   client holds a connection, not a call slot), no `last used` of tokens.
+//! - Whoever can write the store can add tokens (it can also read every
+//!   secret with the master key); whoever can only read it sees token
+//!   metadata and hashes, never a usable token.
+//! - Copies of values in HTTP buffers (hyper's, serde_json's) are not
+//!   zeroized; the parsed value itself is ([`crate::SecretValue`]).
+//!
+//! # Layout
+//! - `mod.rs`: [`App`] (the shared state) and [`ApiConfig`].
+//! - `handlers.rs`: the routes; `input.rs`: path, query and body checks;
+//!   `auth.rs`: bearer tokens and roles; `errors.rs`: the status mapping;
+//!   `request.rs`: request id, error bodies, the log line; `server.rs`:
+//!   listening, loopback rule, graceful shutdown.
+//!
+//! [`Secrets`]: crate::Secrets
+//! [`Scope`]: crate::Scope
+
+pub mod auth;
+pub mod errors;
+mod handlers;
+pub mod input;
+pub mod request;
+pub mod server;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::secrets::Secrets;
+use crate::tokens::TokenStore;
+pub use errors::ApiError;
+pub use server::{ServeOutcome, check_listen, serve, shutdown_signal};
+
+/// Default of [`ApiConfig::max_concurrent_calls`].
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 64;
+
+/// Default of [`ApiConfig::body_limit`]: a 64 KiB value in base64 (87,384
+/// bytes) with room for the rest of the JSON.
+pub const DEFAULT_BODY_LIMIT: usize = 96 * 1024;
+
+/// How the API runs.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Calls of the sandbox or the store running at once; more wait.
+    pub max_concurrent_calls: usize,
+    /// Largest request body, in bytes (413 above).
+    pub body_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS, body_limit: DEFAULT_BODY_LIMIT }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) secrets: Secrets,
+    pub(crate) tokens: TokenStore,
+    pub(crate) config: ApiConfig,
+    calls: Arc<Semaphore>,
+}
+
+/// The API's state: the service, the tokens, the call limit. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("secrets", &self.inner.secrets).field("config", &self.inner.config).finish()
+    }
+}
+
+impl App {
+    /// The API over `secrets`, with tokens kept in `tokens` (normally the
+    /// same store).
+    pub fn new(secrets: Secrets, tokens: TokenStore, config: ApiConfig) -> App {
+        let calls = Arc::new(Semaphore::new(config.max_concurrent_calls.max(1)));
+        App { inner: Arc::new(Inner { secrets, tokens, config, calls }) }
+    }
+
+    /// The routes, with their middleware, ready for [`serve`] (or to nest
+    /// in a larger router).
+    pub fn router(self) -> axum::Router {
+        handlers::router(self)
+    }
+
+    /// Runs a blocking call (sandbox or store) on the blocking pool, at most
+    /// `max_concurrent_calls` at once. A call keeps its slot until it ends,
+    /// even when the client has gone.
+    pub(crate) async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let permit = self.inner.calls.clone().acquire_owned().await.map_err(|_| ApiError::internal("call slots closed"))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&inner)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("a call panicked: {e}")))
+    }
+}
