@@ -5,14 +5,18 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::MAX_BODY;
 use super::config::{OpenBaoConfig, rejected};
+use super::{MAX_BODY, MAX_IN_FLIGHT};
 use crate::backends::VaultError;
+
+/// Idle keep-alive connections kept to the server.
+const IDLE_CONNECTIONS: usize = 4 * MAX_IN_FLIGHT;
 
 pub(super) struct Reply {
     pub(super) status: u16,
@@ -137,6 +141,8 @@ pub(super) struct Client {
     namespace: Option<String>,
     /// The KV v2 mount path.
     mount: String,
+    /// HTTP requests sent so far (for tests and metrics).
+    requests: AtomicU64,
 }
 
 impl Client {
@@ -145,6 +151,12 @@ impl Client {
             .http_status_as_error(false)
             .timeout_global(Some(config.request_timeout))
             .max_redirects(0)
+            // Keep-alive connections for the concurrent reads of a batch
+            // (MAX_IN_FLIGHT per call) and a few calls at once; ureq keeps
+            // 3 per host by default, so a batch of 8 would open 5 new
+            // connections every time.
+            .max_idle_connections(IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(IDLE_CONNECTIONS)
             .user_agent("secrets-openbao-backend");
         if let Some(path) = &config.ca_file {
             builder = builder.tls_config(tls_with_roots(path)?);
@@ -156,7 +168,13 @@ impl Client {
             token,
             namespace: config.namespace.clone(),
             mount: config.mount.clone(),
+            requests: AtomicU64::new(0),
         })
+    }
+
+    /// HTTP requests sent so far, answered or not.
+    pub(super) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     fn headers<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
@@ -171,6 +189,7 @@ impl Client {
     /// `Unavailable`; the status is the caller's to judge.
     pub(super) fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Reply, VaultError> {
         let url = format!("{}{path}", self.api);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let result = match method {
             "GET" => self.headers(self.agent.get(&url)).call(),
             "DELETE" => self.headers(self.agent.delete(&url)).call(),

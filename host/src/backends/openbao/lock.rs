@@ -9,13 +9,29 @@
 //! counted from the first answer that showed it. The holder counts its
 //! lease from just before it sent the write that created or renewed the
 //! entry, which the waiter can only see afterwards: so a takeover comes
-//! strictly more than a lease after the holder's last renewal started. The
-//! holder renews (read, check the owner and version, then `cas = <its
-//! version>`) at the start of its commit and again whenever a third of its
-//! lease has gone by, and starts no write once half of it has gone by: the
-//! other half is the margin for a request in flight. `expires_ms` (wall
-//! clock) is still written, for people reading the entry and for older
-//! releases, and never read.
+//! strictly more than a lease after the holder's last renewal started.
+//!
+//! The holder checks its lease before each write of its commit
+//! ([`HeldLock::keep`]): once a third of it has gone by it renews (read,
+//! check the owner and version, then `cas = <its version>`), and once half
+//! of it has gone by it starts no write: the other half is the margin for
+//! a request in flight. That check is also the whole of what a commit does
+//! about the lock before its first write. Renewing a lease younger than a
+//! third would only confirm what the lease already guarantees: no waiter
+//! can have taken the entry over before a whole lease has gone by, and the
+//! write about to be sent starts before half of it has, with the same
+//! margin as every later write; the reads of the transaction, all before
+//! that instant, were made under the lock too. A lease older than that is
+//! renewed first, which fails, writing nothing, if the lock was taken over.
+//!
+//! Releasing deletes the entry (its metadata, so KV numbers a new lock
+//! from version 1). For the same reason, under half a lease after the last
+//! renewal the entry is known to be ours and is deleted in one request;
+//! later its owner is read first and an entry taken over is left alone.
+//! The release runs on a background thread (the caller does not wait),
+//! holding the process-local mutex until the entry is gone; see
+//! [`Release`]. `expires_ms` (wall clock) is still written, for people
+//! reading the entry and for older releases, and never read.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +52,8 @@ pub(super) struct HeldLock {
     scope: String,
     path: String,
     owner: String,
+    /// The KV version of our lock entry; 0 while there is none of ours
+    /// (not taken yet, or found taken over).
     version: u64,
     /// When the write that created or last renewed the entry was about to
     /// be sent: the lease runs from there.
@@ -166,10 +184,17 @@ impl HeldLock {
     /// another writer took it over after it expired. The owner is read
     /// first because a released entry starts again at version 1: the
     /// version alone could be someone else's new lock.
-    pub(super) fn renew(&mut self) -> Result<(), VaultError> {
+    /// A lock found taken over (or gone) is not released: `version` 0 says
+    /// there is no entry of ours to delete.
+    fn renew(&mut self) -> Result<(), VaultError> {
         match self.inner.client.kv_read::<LockData>(&self.path) {
             Ok(Some((lock, version))) if lock.owner == self.owner && version == self.version => {}
-            Ok(_) | Err(VaultError::Corrupt(_)) => return Err(self.lost()),
+            // Ours, rewritten by a renewal whose answer was lost.
+            Ok(Some((lock, _))) if lock.owner == self.owner => return Err(self.lost()),
+            Ok(_) | Err(VaultError::Corrupt(_)) => {
+                self.version = 0;
+                return Err(self.lost());
+            }
             Err(e) => return Err(e),
         }
         let sent = Instant::now();
@@ -179,7 +204,10 @@ impl HeldLock {
                 self.renewed_at = sent;
                 Ok(())
             }
-            None => Err(self.lost()),
+            None => {
+                self.version = 0;
+                Err(self.lost())
+            }
         }
     }
 
@@ -202,27 +230,93 @@ impl HeldLock {
         }
         Ok(())
     }
-
-    fn release(&mut self) -> Result<(), VaultError> {
-        if self.version == 0 {
-            return Ok(());
-        }
-        if let Some((lock, _)) = self.inner.client.kv_read::<LockData>(&self.path)?
-            && lock.owner == self.owner
-        {
-            self.inner.client.kv_delete_all(&self.path)?;
-        }
-        self.version = 0;
-        Ok(())
-    }
 }
 
 impl Drop for HeldLock {
+    /// Releases the lock: in the background while a handle of the backend
+    /// is alive (the caller does not wait for the request), else here.
     fn drop(&mut self) {
-        if let Err(e) = self.release() {
+        Release {
+            inner: self.inner.clone(),
+            scope: std::mem::take(&mut self.scope),
+            path: std::mem::take(&mut self.path),
+            owner: std::mem::take(&mut self.owner),
+            version: self.version,
+            renewed_at: self.renewed_at,
+            local: self.local.take(),
+            counted: false,
+        }
+        .start();
+    }
+}
+
+/// The release of a lock: the lock entry, then the process-local mutex,
+/// which it holds until the entry is gone (another writer of this process
+/// would otherwise only wait on the entry instead). Dropping it releases.
+struct Release {
+    inner: Arc<Inner>,
+    scope: String,
+    path: String,
+    owner: String,
+    /// 0: there is no entry to delete.
+    version: u64,
+    renewed_at: Instant,
+    local: Option<ArcMutexGuard<RawMutex, ()>>,
+    /// Counted in `Inner::releases`.
+    counted: bool,
+}
+
+impl Release {
+    fn start(mut self) {
+        if self.version == 0 {
+            return;
+        }
+        let inner = self.inner.clone();
+        {
+            let mut releases = inner.releases.lock();
+            if !releases.open {
+                // No handle of the backend is left to wait for a
+                // background release: released here, on drop.
+                return;
+            }
+            releases.in_flight += 1;
+            self.counted = true;
+        }
+        // If no thread can be started, the closure, and `self` with it, is
+        // dropped here: released synchronously.
+        let _ = std::thread::Builder::new().name("openbao-unlock".into()).spawn(move || drop(self));
+    }
+
+    /// Deletes the lock entry if it is still ours. While less than half
+    /// the lease has gone by since it was last renewed it is known to be
+    /// (nobody may take it over before a whole lease has), so it is
+    /// deleted in one request, with the margin every write of a commit
+    /// has (see [`HeldLock::keep`]); after that the owner is read first,
+    /// and an entry taken over is left alone.
+    fn release(&self) -> Result<(), VaultError> {
+        if self.renewed_at.elapsed() >= self.inner.config.lock_ttl / 2 {
+            match self.inner.client.kv_read::<LockData>(&self.path) {
+                Ok(Some((lock, _))) if lock.owner == self.owner => {}
+                Ok(_) | Err(VaultError::Corrupt(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.inner.client.kv_delete_all(&self.path)
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if self.version != 0
+            && let Err(e) = self.release()
+        {
             tracing::warn!(scope = self.scope, error = %e, "could not release an OpenBao lock entry; it expires by itself");
         }
         drop(self.local.take());
         self.inner.forget_local_lock(&self.scope);
+        if self.counted {
+            self.inner.releases.lock().in_flight -= 1;
+            self.inner.released.notify_all();
+        }
     }
 }

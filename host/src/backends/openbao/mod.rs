@@ -65,26 +65,51 @@
 //!   writes under the prefix without it (a person with the `bao` CLI,
 //!   another program) is not serialised.
 //! - Stores, deletes and rotations are **buffered** in memory; reads inside
-//!   the transaction see the buffer first, then KV. Dropping the transaction
-//!   discards the buffer and releases the lock: nothing was written.
-//! - **Commit** first renews the lock: it reads the entry, checks that it
-//!   still holds its owner id and version (a released entry is numbered
-//!   from 1 again, so the version alone could be a newer lock's), and
-//!   rewrites it with check-and-set on that version; this fails, writing
-//!   nothing, if another writer took the lock over. Then it applies the
-//!   writes one by one, **every one, in the order they were issued**, then
-//!   releases the lock (deletes the lock entry's metadata, after checking
-//!   that it is still ours). The holder counts its lease from just before
-//!   it sent its last renewal, on its own monotonic clock; a waiter can see
-//!   that renewal only after it landed, so it cannot take over sooner than
-//!   a lease after that instant. A commit renews again once a third of the
-//!   lease has gone by, and starts no write once half of it has (a renewal
-//!   that slow fails the commit): the other half is the margin for a request
-//!   in flight. So a commit may outlast `lock_ttl`, and a holder that is
-//!   slow between its reads and its commit loses nothing but the call.
+//!   the transaction see the buffer first (the last pending write of a key
+//!   wins), then KV. A batched read
+//!   ([`Vault::retrieve_many`](crate::backends::Vault::retrieve_many)) reads the
+//!   keys the buffer does not answer concurrently, up to 8 requests in
+//!   flight over keep-alive connections. Dropping the transaction discards
+//!   the buffer and releases the lock: nothing was written.
+//! - **Commit** first makes sure the lock is still held. Once a third of
+//!   the lease has gone by since the lock was taken or last renewed, it
+//!   renews it: it reads the entry, checks that it still holds its owner
+//!   id and version (a released entry is numbered from 1 again, so the
+//!   version alone could be a newer lock's), and rewrites it with
+//!   check-and-set on that version; this fails, writing nothing, if
+//!   another writer took the lock over. A younger lease needs no renewal
+//!   (two requests saved): nobody can have taken it over, since a takeover
+//!   waits a whole lease after the last renewal was sent, and the commit
+//!   renews it as it goes (below). Then it sets `max_versions = 1` on the
+//!   entries it will create, all at once (metadata only, which no read
+//!   sees), and applies the writes one by one, **every one, in the order
+//!   they were issued** (except that a run of rotations, which change no
+//!   plaintext, goes out concurrently), then releases the lock: it deletes
+//!   the lock entry's metadata, after reading it to check that it is still
+//!   ours unless less than half the lease has gone by (then it is known to
+//!   be, with the margin every write has). The holder counts its lease
+//!   from just before it sent its last renewal, on its own monotonic
+//!   clock; a waiter can see that renewal only after it landed, so it
+//!   cannot take over sooner than a lease after that instant. A commit
+//!   renews again once a third of the lease has gone by, and starts no
+//!   write once half of it has (a renewal that slow fails the commit): the
+//!   other half is the margin for a request in flight. So a commit may
+//!   outlast `lock_ttl`, and a holder that is slow between its reads and
+//!   its commit loses nothing but the call.
+//! - The **release** runs on a background thread: a call returns without
+//!   waiting for it. Other writers of the scope in this process wait until
+//!   the entry is gone (the process-local mutex is handed on only then).
+//!   Dropping the last clone of the backend waits for the releases still
+//!   running (at most two request timeouts), so a one-shot process such as
+//!   the `secrets` CLI leaves no lock behind; a process that exits without
+//!   dropping it may leave a lock entry, which blocks the scope until a
+//!   waiter has seen it unchanged for its lease. Once the last clone is
+//!   gone, transactions still open release synchronously.
 //! - Commit is therefore **not atomic**: a crash, a network failure or an
 //!   error half-way through leaves the writes before it applied and those
-//!   after it not. The secrets logic issues its writes so that no prefix of
+//!   after it not (and may leave the metadata of entries it had not
+//!   written yet: they hold no version, read as absent, and the next write
+//!   of the entry uses them). The secrets logic issues its writes so that no prefix of
 //!   them leaves a record pointing at a missing value, and every version a
 //!   reader finds is readable:
 //!   - **set**: value, then key record, then index; deletes of pruned
@@ -138,10 +163,20 @@
 //!
 //! - Values cross the network base64-encoded in JSON; this module zeroizes
 //!   its own buffers, but not those inside the HTTP and TLS libraries.
-//! - Each operation is one or more HTTP requests: much slower than SQL. A
-//!   set of an existing key costs eleven (lock, two reads, renew with its
-//!   owner check, four writes, release with its check); a delete of a key
-//!   with N versions ten plus N; `get` two, `list` one.
+//! - Each operation is one or more HTTP requests: much slower than SQL.
+//!   A `set` of an existing key sends eight: take the lock, two reads
+//!   (key record and index), `max_versions` of the new value entry, three
+//!   writes (value, key record, index), release; the caller waits for six
+//!   or seven round trips in a row (the reads go out together when the
+//!   secrets logic batches them, the release runs in the background). A
+//!   `set` of a new key sends nine (`max_versions` of two new entries,
+//!   together); a `delete` of a key with N versions seven plus N; a
+//!   `rotate` of a key with N versions nine plus 3N (read, `max_versions`,
+//!   rewrite per entry, the entries 8 at a time); `get` two, `versions`
+//!   and `list` one, `inject` and `mounts` one plus one per value read,
+//!   the values read concurrently when the secrets logic batches them.
+//!   `requests_per_call_are_pinned` in `tests/all/openbao.rs` pins these
+//!   counts, and [`OpenBaoBackend::requests`] counts them at run time.
 //! - Plain stores are written without check-and-set, so a mount configured
 //!   with `cas_required = true` refuses them: use a mount without it.
 //! - A writer that keeps re-taking a lock in a loop can delay another
@@ -159,12 +194,12 @@ mod txn;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use zeroize::{Zeroize, Zeroizing};
 
 pub use config::OpenBaoConfig;
@@ -190,6 +225,58 @@ pub const DEFAULT_TOKEN_ENVS: [&str; 2] = ["BAO_TOKEN", "VAULT_TOKEN"];
 const MAX_BODY: u64 = 16 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(2);
 const BACKOFF_MAX: Duration = Duration::from_millis(50);
+/// Requests one call sends at once (a batched read, the rotations of a
+/// commit).
+const MAX_IN_FLIGHT: usize = 8;
+
+/// Runs `f(0)`, ..., `f(n - 1)` on up to [`MAX_IN_FLIGHT`] threads (the
+/// caller's among them), each taking the next index; after the first error
+/// no index is started. The results in index order: `None` for an index
+/// not run, which only follows an error.
+fn concurrently<T: Send>(
+    n: usize,
+    f: impl Fn(usize) -> Result<T, VaultError> + Sync,
+) -> Vec<Option<Result<T, VaultError>>> {
+    let slots: Vec<Mutex<Option<Result<T, VaultError>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let work = || {
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            let result = f(i);
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            *slots[i].lock() = Some(result);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..n.min(MAX_IN_FLIGHT) {
+            // A thread that cannot be started leaves its share to the others.
+            if std::thread::Builder::new().name("openbao-request".into()).spawn_scoped(s, work).is_err() {
+                break;
+            }
+        }
+        work();
+    });
+    slots.into_iter().map(Mutex::into_inner).collect()
+}
+
+/// The values of [`concurrently`], or its first error in index order.
+fn all<T>(results: Vec<Option<Result<T, VaultError>>>) -> Result<Vec<T>, VaultError> {
+    let mut out = Vec::with_capacity(results.len());
+    for result in results {
+        match result {
+            Some(Ok(value)) => out.push(value),
+            Some(Err(e)) => return Err(e),
+            None => return Err(VaultError::Other("a request of a batch was not sent".into())),
+        }
+    }
+    Ok(out)
+}
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -239,15 +326,41 @@ struct Inner {
     config: OpenBaoConfig,
     /// Process-local writer mutexes, one per lock scope in use.
     local_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Lock entries being released in the background.
+    releases: Mutex<Releases>,
+    /// Notified when a background release ends.
+    released: Condvar,
     /// Test hook: commits stop with an error before this many writes.
     cut_commits_after: AtomicUsize,
 }
 
+/// The background releases of lock entries (see [`lock`]).
+struct Releases {
+    /// Whether a handle of the backend is alive: once the last one is
+    /// dropped, locks are released synchronously.
+    open: bool,
+    /// Releases started and not finished.
+    in_flight: usize,
+}
+
 /// The OpenBao / Vault KV v2 backend; clones share the connection pool and
-/// the process-local locks.
+/// the process-local locks. Dropping the last clone waits (boundedly) for
+/// the lock entries still being released in the background.
 #[derive(Clone)]
 pub struct OpenBaoBackend {
     inner: Arc<Inner>,
+    _last: Arc<LastHandle>,
+}
+
+/// Shared by the clones of a backend (not by its transactions or
+/// background threads): dropped with the last clone.
+struct LastHandle(Arc<Inner>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.releases.lock().open = false;
+        self.0.wait_for_releases();
+    }
 }
 
 impl fmt::Debug for OpenBaoBackend {
@@ -262,10 +375,35 @@ impl OpenBaoBackend {
     pub fn connect(config: OpenBaoConfig) -> Result<Self, VaultError> {
         let token = config.resolve_token()?;
         let client = Client::new(&config, token)?;
-        let inner =
-            Inner { client, config, local_locks: Mutex::new(HashMap::new()), cut_commits_after: AtomicUsize::new(usize::MAX) };
+        let inner = Inner {
+            client,
+            config,
+            local_locks: Mutex::new(HashMap::new()),
+            releases: Mutex::new(Releases { open: true, in_flight: 0 }),
+            released: Condvar::new(),
+            cut_commits_after: AtomicUsize::new(usize::MAX),
+        };
         inner.check()?;
-        Ok(OpenBaoBackend { inner: Arc::new(inner) })
+        let inner = Arc::new(inner);
+        Ok(OpenBaoBackend { _last: Arc::new(LastHandle(inner.clone())), inner })
+    }
+
+    /// The HTTP requests this backend (and its clones) sent to the server
+    /// so far, answered or not, the two of [`connect`](Self::connect)'s
+    /// checks included: for tests and metrics. A lock release finishing in
+    /// the background counts once it is sent
+    /// ([`finish_releases`](Self::finish_releases) waits for it).
+    pub fn requests(&self) -> u64 {
+        self.inner.client.requests()
+    }
+
+    /// Waits until every lock entry this backend started releasing in the
+    /// background is released (at most two request timeouts and a second;
+    /// `false` if that ran out). Dropping the last clone of the backend
+    /// does the same; this is for a caller that keeps it, e.g. a test that
+    /// then looks at KV.
+    pub fn finish_releases(&self) -> bool {
+        self.inner.wait_for_releases()
     }
 
     /// The configuration it was connected with.
@@ -394,6 +532,28 @@ impl Inner {
         // A failed check-and-set means someone wrote or deleted the entry
         // meanwhile: it is under the current term already, or gone.
         Ok(written?.is_some())
+    }
+
+    /// The values of `keys` (distinct), read from KV concurrently.
+    fn retrieve_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, VaultError> {
+        all(concurrently(keys.len(), |i| self.retrieve(keys[i])))
+    }
+
+    /// Waits until no lock entry is being released in the background,
+    /// boundedly: a release is at most two requests.
+    fn wait_for_releases(&self) -> bool {
+        let deadline = Instant::now() + 2 * self.config.request_timeout + Duration::from_secs(1);
+        let mut releases = self.releases.lock();
+        while releases.in_flight > 0 {
+            if self.released.wait_until(&mut releases, deadline).timed_out() {
+                tracing::warn!(
+                    in_flight = releases.in_flight,
+                    "gave up waiting for OpenBao lock entries being released; they expire by themselves"
+                );
+                return false;
+            }
+        }
+        true
     }
 
     fn local_lock(&self, scope: &str) -> Arc<Mutex<()>> {
