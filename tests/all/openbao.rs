@@ -1119,3 +1119,64 @@ fn latency_figures() {
          set {set:.2?}; backend reads of 20 values: one by one {one_by_one:.2?}, retrieve_many {batched:.2?}"
     );
 }
+
+/// A server that stops answering (stopped, hung, or cut off without the
+/// connection closing: a proxy stops forwarding) fails each call after the
+/// request `timeout=` with one line saying so, instead of hanging; once it
+/// answers again, calls work again.
+#[test]
+fn a_server_that_stops_answering_fails_calls_in_time() {
+    let (url, token) = env();
+    let host_port = url.split_once("://").unwrap().1.split('/').next().unwrap().to_owned();
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&host_port).unwrap().next().unwrap();
+    let proxy = crate::fault_proxy::FaultProxy::start(upstream);
+    let proxied = url.replacen(&host_port, &proxy.addr().to_string(), 1);
+    let config = bao_config(&format!("{proxied}?timeout=1&lock_timeout=5&lock_ttl=2"))
+        .unwrap()
+        .with_token(token)
+        .with_prefix(&format!("secrets-tests/{}", unique("silent")))
+        .unwrap();
+    let s = Arc::new(crate::common::service(Arc::new(connect(config))));
+    let scope = Scope::tenant(&unique("silent")).unwrap();
+    s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v1")).unwrap();
+
+    proxy.freeze();
+    for name in ["get", "set"] {
+        let started = std::time::Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s2, scope2) = (s.clone(), scope.clone());
+        std::thread::spawn(move || {
+            let result = match name {
+                "get" => s2.get(&scope2, "web", "K").map(drop),
+                _ => s2.set(&scope2, SetRequest::new("web", "K", SecretType::Env, "v2")).map(drop),
+            };
+            let _ = tx.send(result);
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{name} still waiting after 30 s"))
+            .expect_err("a silent server fails the call");
+        let waited = started.elapsed();
+        let msg = err.to_string();
+        assert!(matches!(err, secrets_host::Error::Vault(VaultError::Unavailable(_))), "{name}: {err:?}");
+        assert!(!msg.contains('\n'), "{name}: one line: {msg:?}");
+        assert!(
+            waited >= std::time::Duration::from_millis(900) && waited < std::time::Duration::from_secs(10),
+            "{name}: {waited:?} ({msg})"
+        );
+        eprintln!("{name} against a silent OpenBao: failed after {waited:.1?}: {msg}");
+    }
+    proxy.thaw();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // The lock entry the cut set may have left expires after its lease.
+    loop {
+        match s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v2")) {
+            Ok(meta) => {
+                assert_eq!(meta.version, 2, "nothing was written while the server was silent");
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "still failing after the server answers: {e}"),
+        }
+    }
+    assert_eq!(s.get(&scope, "web", "K").unwrap().value.expose(), b"v2");
+}
