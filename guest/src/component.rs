@@ -111,6 +111,7 @@ fn error_out(e: Error) -> wit::Error {
         Error::InvalidArgument(m) => wit::Error::InvalidArgument(m),
         Error::LimitExceeded(m) => wit::Error::LimitExceeded(m),
         Error::Conflict(m) => wit::Error::Conflict(m),
+        Error::VersionMismatch(m) => wit::Error::VersionMismatch(m),
         Error::Vault(e) => wit::Error::Vault(vault_error_out(e)),
     }
 }

@@ -105,6 +105,8 @@ pub enum Error {
     InvalidArgument(String),
     LimitExceeded(String),
     Conflict(String),
+    /// A check-and-set named a version that is not the current one.
+    VersionMismatch(String),
     /// The vault failed, or what it holds is unreadable (`Corrupt`): the
     /// kind is kept, so the caller can tell "retry" from "raise the alarm".
     Vault(VaultError),
@@ -124,6 +126,7 @@ impl fmt::Display for Error {
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::LimitExceeded(m) => write!(f, "limit exceeded: {m}"),
             Error::Conflict(m) => write!(f, "conflict: {m}"),
+            Error::VersionMismatch(m) => write!(f, "version mismatch: {m}"),
             Error::Vault(m) => write!(f, "vault: {m}"),
         }
     }

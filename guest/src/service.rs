@@ -164,7 +164,7 @@ impl<V: Vault> Secrets<V> {
         if let Some(expected) = req.if_version
             && expected != current
         {
-            return Err(Error::Conflict(format!(
+            return Err(Error::VersionMismatch(format!(
                 "key {key:?} is at version {current}, the request expected version {expected}"
             )));
         }

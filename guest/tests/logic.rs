@@ -200,10 +200,10 @@ fn check_and_set() {
     let s = Secrets::new(&vault, Limits::default(), clock);
     let mut r = req("A", SecretType::Env, b"1");
     r.if_version = Some(1);
-    assert!(matches!(s.set(&r), Err(Error::Conflict(m)) if m.contains("at version 0")));
+    assert!(matches!(s.set(&r), Err(Error::VersionMismatch(m)) if m.contains("at version 0")));
     r.if_version = Some(0);
     assert_eq!(s.set(&r).unwrap().version, 1);
-    assert!(matches!(s.set(&r), Err(Error::Conflict(_))));
+    assert!(matches!(s.set(&r), Err(Error::VersionMismatch(_))));
     r.if_version = Some(1);
     assert_eq!(s.set(&r).unwrap().version, 2);
 }

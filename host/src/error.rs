@@ -15,9 +15,13 @@ pub enum Error {
     /// A named limit would be exceeded.
     #[error("{0}")]
     LimitExceeded(String),
-    /// A check-and-set on a stale version, or a change of a key's type.
+    /// A change of a key's type.
     #[error("{0}")]
     Conflict(String),
+    /// A check-and-set (`if_version`) on a version that is not the key's
+    /// current one; nothing was stored.
+    #[error("{0}")]
+    VersionMismatch(String),
     /// The vault failed, with its kind: [`VaultError::Unavailable`] (try
     /// again), [`VaultError::Corrupt`] (raise the alarm), `Rejected`, `Other`.
     #[error("vault: {0}")]
@@ -44,6 +48,7 @@ impl Error {
             Error::InvalidArgument(_) => "invalid-argument",
             Error::LimitExceeded(_) => "limit-exceeded",
             Error::Conflict(_) => "conflict",
+            Error::VersionMismatch(_) => "version-mismatch",
             Error::Vault(_) => "vault",
             Error::Trap { .. } => "trap",
             Error::Sandbox(_) => "sandbox",
@@ -66,6 +71,7 @@ impl From<secrets_guest::Error> for Error {
             secrets_guest::Error::InvalidArgument(m) => Error::InvalidArgument(m),
             secrets_guest::Error::LimitExceeded(m) => Error::LimitExceeded(m),
             secrets_guest::Error::Conflict(m) => Error::Conflict(m),
+            secrets_guest::Error::VersionMismatch(m) => Error::VersionMismatch(m),
             secrets_guest::Error::Vault(e) => Error::Vault(match e {
                 secrets_guest::VaultError::Unavailable(m) => VaultError::Unavailable(m),
                 secrets_guest::VaultError::Corrupt(m) => VaultError::Corrupt(m),

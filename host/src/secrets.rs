@@ -83,6 +83,7 @@ fn error_out(e: api::Error, vault_failure: Option<VaultError>) -> Error {
         api::Error::InvalidArgument(m) => Error::InvalidArgument(m),
         api::Error::LimitExceeded(m) => Error::LimitExceeded(m),
         api::Error::Conflict(m) => Error::Conflict(m),
+        api::Error::VersionMismatch(m) => Error::VersionMismatch(m),
         api::Error::Vault(claimed) => Error::Vault(vault_failure.unwrap_or_else(|| claimed.into())),
     }
 }

@@ -198,6 +198,17 @@ impl Operation {
             Operation::Rotate => "rotate",
         }
     }
+
+    /// Whether a successful answer carries values (`value`, `env`,
+    /// `mounts`).
+    pub fn returns_values(self) -> bool {
+        matches!(self, Operation::Value | Operation::Env | Operation::Mounts)
+    }
+
+    /// Whether it changes the store (`set`, `delete`, `rotate`).
+    pub fn writes(self) -> bool {
+        matches!(self, Operation::Set | Operation::Delete | Operation::Rotate)
+    }
 }
 
 /// A bearer token. `Debug` never shows it; read it with [`Token::expose`].

@@ -131,9 +131,9 @@ fn rotate_instance_counts_every_key() {
 #[test]
 fn check_and_set_and_type_changes_conflict() {
     let (s, t) = setup();
-    assert!(matches!(s.set(&t, env("A", "x").if_version(3)), Err(Error::Conflict(_))));
+    assert!(matches!(s.set(&t, env("A", "x").if_version(3)), Err(Error::VersionMismatch(_))));
     assert_eq!(s.set(&t, env("A", "x").if_version(0)).unwrap().version, 1);
-    assert!(matches!(s.set(&t, env("A", "y").if_version(0)), Err(Error::Conflict(_))));
+    assert!(matches!(s.set(&t, env("A", "y").if_version(0)), Err(Error::VersionMismatch(_))));
     assert_eq!(s.set(&t, env("A", "y").if_version(1)).unwrap().version, 2);
     let change = SetRequest::new("web-1", "A", SecretType::File, "z");
     assert!(matches!(s.set(&t, change), Err(Error::Conflict(m)) if m.contains("delete it")));
@@ -280,7 +280,7 @@ fn tenants_are_isolated_with_the_same_instance_and_keys() {
     assert_eq!(s.delete(&b, "web-1", "TOKEN").unwrap_err(), Error::NotFound);
     // B's set is B's own version 1; A is untouched.
     assert_eq!(s.set(&b, env("TOKEN", "b1")).unwrap().version, 1);
-    assert!(matches!(s.set(&b, env("TOKEN", "b2").if_version(2)), Err(Error::Conflict(_))));
+    assert!(matches!(s.set(&b, env("TOKEN", "b2").if_version(2)), Err(Error::VersionMismatch(_))));
     let a_tok = s.get(&a, "web-1", "TOKEN").unwrap();
     assert_eq!((a_tok.meta.version, a_tok.value.expose()), (2, &b"a2"[..]));
     assert_eq!(s.get(&b, "web-1", "TOKEN").unwrap().value.expose(), b"b1");

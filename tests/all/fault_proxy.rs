@@ -51,9 +51,12 @@ impl FaultProxy {
         self.addr
     }
 
-    /// Stops forwarding in both directions; nothing is closed.
+    /// Stops forwarding in both directions; nothing is closed. Returns once
+    /// every pump has seen it (a pump inside a read when the flag is set
+    /// would still forward what that read gets).
     pub fn freeze(&self) {
         self.flags.frozen.store(true, Ordering::SeqCst);
+        std::thread::sleep(POLL * 5);
     }
 
     /// Forwards again, including what waited meanwhile.

@@ -70,7 +70,13 @@ impl Store {
     }
 
     fn serve(&self, env: &[(&str, &str)]) -> Server {
+        self.serve_with(&[], env)
+    }
+
+    /// `secrets serve` with more arguments.
+    fn serve_with(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut c = self.cmd(&["serve", "--listen", "127.0.0.1:0"]);
+        c.args(args);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -117,9 +123,30 @@ impl Resp {
 /// A running `secrets serve`, stopped (SIGTERM) when dropped.
 struct Server {
     child: Option<Child>,
-    base: String,
     log: Arc<Mutex<String>>,
+    client: Client,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// An HTTP client of one server.
+struct Client {
+    base: String,
     agent: ureq::Agent,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .proxy(None)
+        .build()
+        .into()
 }
 
 impl Server {
@@ -149,15 +176,25 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(base.starts_with("http://127.0.0.1:"), "{base}");
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .proxy(None)
-            .build()
-            .into();
-        Server { child: Some(child), base, log, agent }
+        Server { child: Some(child), log, client: Client { base, agent: agent() } }
     }
 
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then the exit status and everything the server wrote.
+    fn stop(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        sigterm(&child);
+        let status = wait(&mut child, Duration::from_secs(60));
+        // The reader thread ends at EOF; give it a moment to append.
+        std::thread::sleep(Duration::from_millis(50));
+        (status, self.log())
+    }
+}
+
+impl Client {
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Resp {
         let body = body.map(|b| ("application/json", serde_json::to_vec(b).unwrap()));
         self.raw(method, path, token, body, &[])
@@ -202,20 +239,6 @@ impl Server {
             assert!(body["code"].is_string() && body["request_id"].is_string(), "{}", resp.text());
         }
         resp
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, then the exit status and everything the server wrote.
-    fn stop(mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        sigterm(&child);
-        let status = wait(&mut child, Duration::from_secs(60));
-        // The reader thread ends at EOF; give it a moment to append.
-        std::thread::sleep(Duration::from_millis(50));
-        (status, self.log())
     }
 }
 
@@ -603,10 +626,19 @@ fn bad_input_is_refused_and_stores_nothing() {
         ("unknown query", "GET", "/secrets/KEEP/value?versoin=1".into(), None, 400),
         ("bad env format", "GET", "/env?format=yaml".into(), None, 400),
     ];
-    // Check-and-set is not supported yet: refused rather than ignored.
-    for header in [("If-Match", "\"v1\""), ("If-None-Match", "*")] {
-        let r = server.raw("PUT", "/v1/instances/web/secrets/KEEP", w, json_body(r#"{"type":"env","value":"v"}"#), &[header]);
-        assert_eq!(r.status, 400, "{}", r.text());
+    // Preconditions this API does not give are refused, never ignored.
+    for headers in [
+        vec![("If-Match", "*")],
+        vec![("If-Match", "W/\"v1\"")],
+        vec![("If-Match", "v1")],
+        vec![("If-Match", "\"v0\"")],
+        vec![("If-Match", "\"v1\", \"v2\"")],
+        vec![("If-None-Match", "\"v1\"")],
+        vec![("If-Match", "\"v1\""), ("If-None-Match", "*")],
+    ] {
+        let r = server.raw("PUT", "/v1/instances/web/secrets/KEEP", w, json_body(r#"{"type":"env","value":"v"}"#), &headers);
+        assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("bad-request")), "{headers:?}: {}", r.text());
+        assert!(r.json()["errors"][0].as_str().unwrap().contains("Match"), "{}", r.text());
     }
     for (what, method, path, body, status) in table {
         let r = server.raw(method, &format!("/v1/instances/web{path}"), w, body, &[]);
@@ -783,4 +815,509 @@ fn token_commands() {
     let o = c.stdin(Stdio::null()).output().unwrap();
     assert_eq!(String::from_utf8(o.stdout).unwrap().trim(), "[]");
     let _ = std::io::stderr().flush();
+}
+
+/// The versions of a key, through the API.
+fn versions_of(server: &Client, token: &str, instance: &str, key: &str) -> Vec<u64> {
+    let r = server.call("GET", &format!("/v1/instances/{instance}/secrets/{key}"), Some(token), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect()
+}
+
+/// `n` PUTs of `path` at once (released together by a barrier), each with
+/// its own value and `headers`; their answers, by value index.
+fn concurrent_puts(server: &Client, token: &str, path: &str, n: usize, headers: &[(&str, &str)]) -> Vec<Resp> {
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let body = serde_json::to_vec(&json!({"type": "env", "value": format!("writer-{i}")})).unwrap();
+                    barrier.wait();
+                    server.raw("PUT", path, Some(token), Some(("application/json", body)), headers)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn check_and_set_races_have_exactly_one_winner() {
+    let store = Store::new();
+    let (write, _) = store.token("acme", "write", None);
+    let server = store.serve(&[]);
+    let w = Some(write.as_str());
+    let path = "/v1/instances/web/secrets/K";
+    assert_eq!(server.call("PUT", path, w, Some(&json!({"type": "env", "value": "base"}))).status, 201);
+
+    // 8 PUTs with the same If-Match: one 200, seven 412, versions 1 and 2.
+    const N: usize = 8;
+    let answers = concurrent_puts(&server, &write, path, N, &[("If-Match", "\"v1\"")]);
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 412).count(), N - 1, "{statuses:?}");
+    let winner = statuses.iter().position(|s| *s == 200).unwrap();
+    assert_eq!(answers[winner].header("etag"), Some("\"v2\""));
+    for r in answers.iter().filter(|r| r.status == 412) {
+        assert_eq!(r.json()["code"].as_str(), Some("precondition-failed"));
+        assert_eq!(r.json()["errors"], json!(["key \"K\" is at version 2, the request expected version 1"]));
+        assert!(r.header("etag").is_none());
+    }
+    assert_eq!(versions_of(&server, &write, "web", "K"), [1, 2], "gapless");
+    let r = server.call("GET", &format!("{path}/value"), w, None);
+    assert_eq!(r.json()["value"].as_str(), Some(format!("writer-{winner}").as_str()), "the winner's value");
+
+    // 8 PUTs of a new key with If-None-Match: *: one 201, seven 412.
+    let answers = concurrent_puts(&server, &write, "/v1/instances/web/secrets/NEW", N, &[("If-None-Match", "*")]);
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 412).count(), N - 1, "{statuses:?}");
+    assert_eq!(versions_of(&server, &write, "web", "NEW"), [1]);
+
+    // Without a precondition every PUT lands: versions 1..=8, no gap, no
+    // duplicate.
+    let answers = concurrent_puts(&server, &write, "/v1/instances/web/secrets/FREE", N, &[]);
+    let mut statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 201]);
+    assert_eq!(versions_of(&server, &write, "web", "FREE"), (1..=N as u64).collect::<Vec<_>>());
+
+    // Sequentially: the current version wins, an old one or a missing key
+    // is 412, a type change on the right version is still 409, and none of
+    // the refusals stored anything.
+    let json_body = |v: &Value| Some(("application/json", serde_json::to_vec(v).unwrap()));
+    let env = json!({"type": "env", "value": "v"});
+    let r = server.raw("PUT", path, w, json_body(&env), &[("If-Match", "\"v2\"")]);
+    assert_eq!((r.status, r.header("etag")), (200, Some("\"v3\"")), "{}", r.text());
+    let r = server.raw("PUT", path, w, json_body(&env), &[("If-Match", "\"v2\"")]);
+    assert_eq!(r.status, 412, "{}", r.text());
+    let r = server.raw("PUT", path, w, json_body(&env), &[("If-None-Match", "*")]);
+    assert_eq!((r.status, r.json()["errors"].clone()), (412, json!(["key \"K\" is at version 3, the request expected version 0"])));
+    let r = server.raw("PUT", "/v1/instances/web/secrets/MISSING", w, json_body(&env), &[("If-Match", "\"v1\"")]);
+    assert_eq!(r.status, 412, "{}", r.text());
+    let r = server.raw("PUT", path, w, json_body(&json!({"type": "file", "value": "v"})), &[("If-Match", "\"v3\"")]);
+    assert_eq!((r.status, r.json()["code"].as_str()), (409, Some("conflict")), "{}", r.text());
+    assert_eq!(versions_of(&server, &write, "web", "K"), [1, 2, 3]);
+    assert_eq!(server.call("GET", "/v1/instances/web/secrets/MISSING", w, None).status, 404);
+    // Where check-and-set is not supported, a precondition is refused, not ignored.
+    for (method, route) in [("DELETE", path.to_string()), ("POST", format!("{path}/rotate"))] {
+        for header in [("If-Match", "\"v3\""), ("If-None-Match", "*")] {
+            let r = server.raw(method, &route, w, None, &[header]);
+            assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("bad-request")), "{method} {header:?}");
+        }
+    }
+    assert_eq!(versions_of(&server, &write, "web", "K"), [1, 2, 3], "still there");
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn value_not_modified_and_raw_bytes() {
+    let store = Store::new();
+    let (write, _) = store.token("acme", "write", None);
+    let server = store.serve(&[]);
+    let w = Some(write.as_str());
+    let binary: Vec<u8> = [CANARY.as_bytes(), &[0xff, 0x00, 0xfe, b'\n']].concat();
+    let path = "/v1/instances/web/secrets/blob.bin";
+    let r = server.call("PUT", path, w, Some(&json!({"type": "file", "value_base64": b64(&binary)})));
+    assert_eq!(r.status, 201);
+    let value = format!("{path}/value");
+
+    // A matching If-None-Match: 304, the ETag, no body (no value).
+    for tag in ["\"v1\"", "W/\"v1\"", "\"v7\", \"v1\"", "*"] {
+        let r = server.raw("GET", &value, w, None, &[("If-None-Match", tag)]);
+        assert_eq!((r.status, r.header("etag"), r.header("cache-control")), (304, Some("\"v1\""), Some("no-store")), "{tag}");
+        assert!(r.body.is_empty(), "{tag}");
+        assert!(!r.everything().contains(CANARY));
+    }
+    // Another version's tag: the value.
+    let r = server.raw("GET", &value, w, None, &[("If-None-Match", "\"v2\"")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["value_base64"].as_str(), Some(b64(&binary).as_str()));
+    // After a new version, the old tag no longer matches the current one;
+    // it still matches ?version=1.
+    let r = server.call("PUT", path, w, Some(&json!({"type": "file", "value": "second"})));
+    assert_eq!(r.status, 200);
+    let r = server.raw("GET", &value, w, None, &[("If-None-Match", "\"v1\"")]);
+    assert_eq!((r.status, r.json()["value"].as_str()), (200, Some("second")));
+    let r = server.raw("GET", &format!("{value}?version=1"), w, None, &[("If-None-Match", "\"v1\"")]);
+    assert_eq!((r.status, r.header("etag")), (304, Some("\"v1\"")));
+    // A header that is not a list of tags is a 400; a missing key stays 404.
+    let r = server.raw("GET", &value, w, None, &[("If-None-Match", "v2")]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = server.raw("GET", "/v1/instances/web/secrets/nope/value", w, None, &[("If-None-Match", "*")]);
+    assert_eq!(r.status, 404);
+
+    // Accept: application/octet-stream: the bytes as they are.
+    let raw = |path: &str, accept: &str| server.raw("GET", path, w, None, &[("Accept", accept)]);
+    let r = raw(&format!("{value}?version=1"), "application/octet-stream");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, binary, "byte for byte");
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!((r.header("etag"), r.header("cache-control")), (Some("\"v1\""), Some("no-store")));
+    assert_eq!(raw(&value, "application/octet-stream, */*;q=0.1").body, b"second");
+    // JSON when JSON is asked for, preferred, or nothing in particular.
+    for accept in ["application/json", "*/*", "application/json, application/octet-stream;q=0.5", "text/html"] {
+        let r = raw(&value, accept);
+        assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")), "{accept}");
+        assert_eq!(r.json()["value"].as_str(), Some("second"));
+    }
+    // Raw and a matching tag: still 304 without a body.
+    let r = server.raw("GET", &value, w, None, &[("Accept", "application/octet-stream"), ("If-None-Match", "\"v2\"")]);
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    // Errors stay JSON whatever is accepted.
+    let r = raw("/v1/instances/web/secrets/nope/value", "application/octet-stream");
+    assert_eq!((r.status, r.json()["code"].as_str()), (404, Some("not-found")));
+    let (status, log) = server.stop();
+    assert!(status.success());
+    assert!(!log.contains(CANARY));
+}
+
+/// The audit log's lines.
+fn audit_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[test]
+fn the_audit_log_says_who_did_what_and_never_holds_a_value() {
+    let store = Store::new();
+    let (write, write_id) = store.token("acme", "write", None);
+    let (read, read_id) = store.token("acme", "read", None);
+    let audit = store.dir.path().join("audit.log");
+    let server = store.serve_with(&["--audit-log", audit.to_str().unwrap()], &[("RUST_LOG", "trace")]);
+    let (w, r_) = (Some(write.as_str()), Some(read.as_str()));
+    let key = "/v1/instances/web/secrets/API_KEY";
+    let canary_b64 = b64(CANARY.as_bytes());
+
+    // (response, event count expected, audit fields expected)
+    let mut seen: Vec<(Resp, usize, Value)> = Vec::new();
+    let put_route = "/v1/instances/{instance}/secrets/{key}";
+    let value_route = "/v1/instances/{instance}/secrets/{key}/value";
+    let r = server.call("PUT", key, w, Some(&json!({"type": "env", "value": CANARY})));
+    assert_eq!(r.status, 201);
+    seen.push((r, 2, json!({"method": "PUT", "route": put_route, "token_id": write_id, "tenant": "acme", "instance": "web", "key": "API_KEY", "version": 1, "outcome": "ok", "status": 201})));
+    let body = serde_json::to_vec(&json!({"type": "env", "value": CANARY})).unwrap();
+    let r = server.raw("PUT", key, w, Some(("application/json", body)), &[("If-Match", "\"v7\"")]);
+    assert_eq!(r.status, 412);
+    seen.push((r, 2, json!({"method": "PUT", "key": "API_KEY", "if_version": 7, "outcome": "precondition-failed", "status": 412})));
+    let r = server.call("GET", &format!("{key}/value"), r_, None);
+    assert_eq!(r.status, 200);
+    seen.push((r, 2, json!({"method": "GET", "route": value_route, "token_id": read_id, "version": 1, "outcome": "ok", "status": 200})));
+    let r = server.raw("GET", &format!("{key}/value"), r_, None, &[("If-None-Match", "\"v1\"")]);
+    assert_eq!(r.status, 304);
+    seen.push((r, 2, json!({"route": value_route, "version": 1, "outcome": "not-modified", "status": 304})));
+    let r = server.call("GET", "/v1/instances/web/secrets/nope/value?version=3", r_, None);
+    assert_eq!(r.status, 404);
+    seen.push((r, 2, json!({"key": "nope", "version": 3, "outcome": "not-found", "status": 404})));
+    let r = server.call("GET", "/v1/instances/web/env", r_, None);
+    assert_eq!(r.status, 200);
+    seen.push((r, 2, json!({"route": "/v1/instances/{instance}/env", "instance": "web", "key": null, "outcome": "ok"})));
+    let r = server.call("GET", "/v1/instances/web/secrets", r_, None);
+    assert_eq!(r.status, 200);
+    seen.push((r, 1, json!({"route": "/v1/instances/{instance}/secrets", "outcome": "ok", "status": 200})));
+    let r = server.call("PUT", key, r_, Some(&json!({"type": "env", "value": CANARY})));
+    assert_eq!(r.status, 403);
+    seen.push((r, 1, json!({"token_id": read_id, "outcome": "forbidden", "status": 403, "instance": null})));
+    let r = server.call("GET", &format!("{key}/value"), Some(&format!("sec_{}", "0".repeat(64))), None);
+    assert_eq!(r.status, 401);
+    seen.push((r, 1, json!({"token_id": null, "tenant": null, "outcome": "unauthorized", "status": 401})));
+    let r = server.call("DELETE", key, w, None);
+    assert_eq!(r.status, 204);
+    seen.push((r, 2, json!({"method": "DELETE", "key": "API_KEY", "outcome": "ok", "status": 204})));
+    // Not audited: health, readiness, metrics, unknown paths.
+    for path in ["/healthz", "/readyz", "/metrics", "/v2/nothing"] {
+        server.call("GET", path, None, None);
+    }
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+
+    let lines = audit_lines(&audit);
+    assert_eq!(lines.len(), seen.iter().map(|(_, n, _)| n).sum::<usize>(), "{lines:#?}");
+    for (resp, count, expected) in &seen {
+        let id = resp.header("x-request-id").unwrap();
+        let mine: Vec<&Value> = lines.iter().filter(|l| l["request_id"] == id).collect();
+        assert_eq!(mine.len(), *count, "{expected}: {mine:#?}");
+        let outcome = mine.last().unwrap();
+        assert_eq!(outcome["event"], "outcome");
+        if *count == 2 {
+            assert_eq!(mine[0]["event"], "intent", "the intent comes first");
+            assert!(mine[0].get("status").is_none() && mine[0].get("outcome").is_none());
+            assert_eq!((&mine[0]["token_id"], &mine[0]["route"]), (&outcome["token_id"], &outcome["route"]));
+        }
+        for (field, value) in expected.as_object().unwrap() {
+            assert_eq!(&outcome[field], value, "{field} of {expected}: {outcome}");
+        }
+        assert!(outcome["remote"].as_str().unwrap().starts_with("127.0.0.1:"), "{outcome}");
+        assert!(outcome["time"].as_str().unwrap().ends_with('Z') && outcome["duration_ms"].is_number());
+    }
+    // Never a value or a token; the file is the owner's only.
+    let text = std::fs::read_to_string(&audit).unwrap();
+    for secret in [CANARY, &canary_b64, &write[4..], &read[4..]] {
+        assert!(!text.contains(secret), "the audit log holds {secret}");
+    }
+    assert!(!log.contains(CANARY), "the trace log holds the canary");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn audit_fails_closed_when_its_log_cannot_be_written() {
+    let store = Store::new();
+    let (write, _) = store.token("acme", "write", None);
+    // Values stored through the CLI, so nothing needs the server to write.
+    for (key, kind) in [("API_KEY", "env"), ("conf", "file")] {
+        let mut c = store.cmd(&["--tenant", "acme", "set", "web", key, "--type", kind]);
+        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(CANARY.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    // Every write to /dev/full fails with ENOSPC.
+    let server = store.serve_with(&["--audit-log", "/dev/full"], &[]);
+    let w = Some(write.as_str());
+    for path in ["/v1/instances/web/secrets/API_KEY/value", "/v1/instances/web/env", "/v1/instances/web/env?format=dotenv", "/v1/instances/web/mounts"] {
+        let r = server.call("GET", path, w, None);
+        assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("audit-unavailable")), "{path}: {}", r.text());
+        assert!(r.json()["errors"][0].as_str().unwrap().contains("audit log"));
+        assert!(!r.everything().contains(CANARY), "{path}");
+    }
+    for (method, path, body) in [
+        ("PUT", "/v1/instances/web/secrets/API_KEY", Some(json!({"type": "env", "value": "new"}))),
+        ("PUT", "/v1/instances/web/secrets/NEW", Some(json!({"type": "env", "value": "new"}))),
+        ("DELETE", "/v1/instances/web/secrets/API_KEY", None),
+        ("POST", "/v1/instances/web/secrets/API_KEY/rotate", None),
+    ] {
+        let r = server.call(method, path, w, body.as_ref());
+        assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("audit-unavailable")), "{method} {path}: {}", r.text());
+    }
+    // Metadata is not fail-closed (its outcome line is best effort).
+    let r = server.call("GET", "/v1/instances/web/secrets", w, None);
+    assert_eq!(r.status, 200);
+    let metrics = server.call("GET", "/metrics", None, None).text();
+    let failures = metrics.lines().find_map(|l| l.strip_prefix("secrets_audit_write_failures_total ")).unwrap();
+    assert!(failures.parse::<u32>().unwrap() >= 9, "{metrics}");
+    let (status, log) = server.stop();
+    assert!(status.success());
+    assert!(log.contains("audit log: No space left on device"), "{log}");
+    assert!(!log.contains(CANARY));
+
+    // Nothing was written: API_KEY is at version 1 with its value, NEW does not exist.
+    let o = store.cli_ok(&["--tenant", "acme", "versions", "web", "API_KEY", "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&o).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(store.cli_ok(&["--tenant", "acme", "get", "web", "API_KEY"]), CANARY);
+    assert_eq!(store.cli(&["--tenant", "acme", "versions", "web", "NEW"]).status.code(), Some(3));
+
+    // A path that cannot be opened stops the server before it listens.
+    let o = store.cli(&["serve", "--listen", "127.0.0.1:0", "--audit-log", "/nonexistent/dir/audit.log"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--audit-log /nonexistent/dir/audit.log"));
+}
+
+#[test]
+fn rate_limits_are_per_token() {
+    let store = Store::new();
+    let (a, _) = store.token("acme", "read", None);
+    let (b, _) = store.token("acme", "read", None);
+    let server = store.serve_with(&["--rate-limit", "2"], &[]);
+    let path = "/v1/instances/web/secrets";
+    // A burst of 2, then 429 with Retry-After; the other token is unaffected.
+    let started = Instant::now();
+    let statuses: Vec<u16> = (0..3).map(|_| server.call("GET", path, Some(&a), None).status).collect();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(450), "too slow to test a rate of 2/s: {took:?}");
+    assert_eq!(statuses, [404, 404, 429], "404: the instance has no secrets; counted all the same");
+    let r = server.call("GET", path, Some(&a), None);
+    assert_eq!((r.status, r.header("retry-after"), r.json()["code"].as_str()), (429, Some("1"), Some("rate-limited")));
+    assert_eq!(server.call("GET", path, Some(&b), None).status, 404);
+    // Unauthenticated endpoints are not limited.
+    for _ in 0..5 {
+        assert_eq!(server.call("GET", "/healthz", None, None).status, 200);
+    }
+    // After the Retry-After, the token is served again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(server.call("GET", path, Some(&a), None).status, 404);
+    let metrics = server.call("GET", "/metrics", None, None).text();
+    assert!(metrics.contains("secrets_http_requests_total{route=\"/v1/instances/{instance}/secrets\",method=\"GET\",status=\"429\"} 2"), "{metrics}");
+    let (status, _) = server.stop();
+    assert!(status.success());
+    let o = store.cli(&["serve", "--rate-limit", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn metrics_count_requests_and_calls_without_naming_anyone() {
+    let store = Store::new();
+    let (write, write_id) = store.token("tenant-7c1e", "write", None);
+    let server = store.serve(&[]);
+    let w = Some(write.as_str());
+    let path = "/v1/instances/inst-52ab/secrets/KEY_93F0";
+    assert_eq!(server.call("PUT", path, w, Some(&json!({"type": "env", "value": CANARY}))).status, 201);
+    for _ in 0..3 {
+        assert_eq!(server.call("GET", &format!("{path}/value"), w, None).status, 200);
+    }
+    assert_eq!(server.call("GET", "/v1/instances/inst-52ab/secrets/nope", w, None).status, 404);
+    assert_eq!(server.call("GET", "/no/such/route", None, None).status, 404);
+    assert_eq!(server.raw("PATCH", "/metrics", None, None, &[]).status, 405);
+    let r = server.call("GET", "/metrics", None, None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"), "{r:?}");
+    let text = r.text();
+    for line in [
+        "secrets_http_requests_total{route=\"/v1/instances/{instance}/secrets/{key}\",method=\"PUT\",status=\"201\"} 1",
+        "secrets_http_requests_total{route=\"/v1/instances/{instance}/secrets/{key}/value\",method=\"GET\",status=\"200\"} 3",
+        "secrets_http_requests_total{route=\"/v1/instances/{instance}/secrets/{key}\",method=\"GET\",status=\"404\"} 1",
+        "secrets_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        "secrets_http_requests_total{route=\"/metrics\",method=\"PATCH\",status=\"405\"} 1",
+        "secrets_call_duration_seconds_count{call=\"get\"} 3",
+        "secrets_call_duration_seconds_count{call=\"set\"} 1",
+        "secrets_call_duration_seconds_bucket{call=\"get\",le=\"+Inf\"} 3",
+        "secrets_call_duration_seconds_count{call=\"verify-token\"} 5",
+        "secrets_sandbox_traps_total 0",
+        "secrets_calls_in_flight 0",
+        "secrets_call_slots 64",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+    }
+    for name in ["tenant-7c1e", "inst-52ab", "KEY_93F0", &write_id, &write[4..], CANARY, "/no/such/route"] {
+        assert!(!text.contains(name), "{name} in the metrics");
+    }
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+/// `secrets_host::http` served in this process, for what the binary cannot
+/// be made to do: run a hostile component, or an audit sink that fails on
+/// cue.
+struct InProcess {
+    client: Client,
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl std::ops::Deref for InProcess {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl InProcess {
+    fn start(app: secrets_host::http::App) -> InProcess {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(secrets_host::http::serve(
+            listener,
+            app,
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        InProcess { client: Client { base, agent: agent() }, runtime: Some(runtime), stop: Some(stop) }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A token made directly in `backend`.
+fn token_in(backend: &Arc<dyn secrets_host::Backend>, tenant: &str, role: secrets_host::tokens::Role) -> String {
+    let tokens = secrets_host::tokens::TokenStore::new(backend.clone());
+    let req = secrets_host::tokens::NewToken { tenant: secrets_host::Scope::tenant(tenant).unwrap(), role, name: None, ttl: None };
+    tokens.create(req).unwrap().0.expose().to_owned()
+}
+
+#[test]
+fn a_trap_is_a_500_with_the_request_id_and_the_server_keeps_serving() {
+    use secrets_host::{Limits, MemoryBackend, Sandbox, Secrets};
+    let hostile = Arc::new(Sandbox::from_file(Path::new(env!("SECRETS_HOSTILE_COMPONENT"))).unwrap());
+    let backend: Arc<dyn secrets_host::Backend> = Arc::new(MemoryBackend::new());
+    let secrets = Secrets::with_sandbox(hostile, backend.clone(), Limits::default()).with_call_timeout(Duration::from_millis(500));
+    let token = token_in(&backend, "acme", secrets_host::tokens::Role::Write);
+    let app = secrets_host::http::App::new(secrets, secrets_host::tokens::TokenStore::new(backend), Default::default());
+    let server = InProcess::start(app);
+    let t = Some(token.as_str());
+    let body = json!({"type": "env", "value": CANARY});
+    // The hostile component loops on instance "loop": stopped, 500.
+    for _ in 0..2 {
+        let r = server.call("PUT", "/v1/instances/loop/secrets/K", t, Some(&body));
+        assert_eq!(r.status, 500, "{}", r.text());
+        let error = r.json();
+        assert_eq!(error["code"].as_str(), Some("internal"));
+        assert_eq!(error["request_id"].as_str(), r.header("x-request-id"));
+        assert!(!r.everything().contains(CANARY) && !r.everything().contains("wasm"), "{}", r.text());
+    }
+    // And keeps serving: health, and the component's answer elsewhere.
+    assert_eq!(server.call("GET", "/healthz", None, None).status, 200);
+    let r = server.call("PUT", "/v1/instances/web/secrets/K", t, Some(&body));
+    assert_eq!(r.status, 404, "{}", r.text());
+    let metrics = server.call("GET", "/metrics", None, None).text();
+    assert!(metrics.lines().any(|l| l == "secrets_sandbox_traps_total 2"), "{metrics}");
+    assert!(metrics.contains("secrets_http_requests_total{route=\"/v1/instances/{instance}/secrets/{key}\",method=\"PUT\",status=\"500\"} 2"));
+}
+
+/// An audit sink that keeps intent lines and fails on outcome lines.
+#[derive(Clone, Default)]
+struct OutcomesFail(Arc<Mutex<Vec<u8>>>);
+
+impl Write for OutcomesFail {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if String::from_utf8_lossy(buf).contains("\"event\":\"outcome\"") {
+            return Err(std::io::Error::other("the audit disk is gone"));
+        }
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn values_are_withheld_when_their_outcome_line_fails_and_writes_stand() {
+    use secrets_host::MemoryBackend;
+    use secrets_host::http::{ApiConfig, App, AuditLog};
+    let backend: Arc<dyn secrets_host::Backend> = Arc::new(MemoryBackend::new());
+    let secrets = crate::common::service(backend.clone());
+    let token = token_in(&backend, "acme", secrets_host::tokens::Role::Write);
+    let sink = OutcomesFail::default();
+    let config = ApiConfig { audit: Some(Arc::new(AuditLog::to_writer(Box::new(sink.clone())))), ..ApiConfig::default() };
+    let server = InProcess::start(App::new(secrets, secrets_host::tokens::TokenStore::new(backend), config));
+    let t = Some(token.as_str());
+
+    // A write's outcome line is written after its commit: the write stands
+    // and its answer is the true one (its intent line is in the log).
+    let r = server.call("PUT", "/v1/instances/web/secrets/API_KEY", t, Some(&json!({"type": "env", "value": CANARY})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let put_id = r.header("x-request-id").unwrap().to_owned();
+    // Values are withheld.
+    for path in ["/v1/instances/web/secrets/API_KEY/value", "/v1/instances/web/env", "/v1/instances/web/mounts"] {
+        let r = server.call("GET", path, t, None);
+        assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("audit-unavailable")), "{path}: {}", r.text());
+        assert!(r.json()["errors"][0].as_str().unwrap().contains("withheld"));
+        assert!(!r.everything().contains(CANARY), "{path}");
+        assert!(r.header("etag").is_none());
+    }
+    // Answers without values are not.
+    assert_eq!(server.call("GET", "/v1/instances/web/secrets", t, None).status, 200);
+    let r = server.raw("GET", "/v1/instances/web/secrets/API_KEY/value", t, None, &[("If-None-Match", "\"v1\"")]);
+    assert_eq!(r.status, 304);
+    let intents = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = intents.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5, "intents of the PUT, the 3 reads and the 304: {intents}");
+    assert_eq!((lines[0]["request_id"].as_str(), lines[0]["event"].as_str()), (Some(put_id.as_str()), Some("intent")));
+    assert!(!intents.contains(CANARY));
 }

@@ -7,6 +7,9 @@
 //! a request is authenticated (401) and authorised (403) before its path,
 //! query or body is looked at. A missing, malformed, unknown, expired or
 //! revoked token gets the very same 401; which one it was goes to no one.
+//!
+//! With `--rate-limit`, a verified token's request is counted against its
+//! bucket before the role check (429 when empty; see [`super::ratelimit`]).
 
 use std::marker::PhantomData;
 
@@ -63,6 +66,8 @@ fn bearer(headers: &HeaderMap) -> Option<Token> {
 pub struct Authorized<P: Permission> {
     /// The verified token's id, tenant and role.
     pub grant: Grant,
+    /// The request's context (for the audit and the calls).
+    pub ctx: RequestContext,
     _operation: PhantomData<P>,
 }
 
@@ -77,15 +82,24 @@ impl<P: Permission> FromRequestParts<App> for Authorized<P> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let ctx = parts
+            .extensions
+            .get::<RequestContext>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("a route without the request middleware"))?;
+        ctx.set_operation(P::OPERATION);
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        let grant = app.blocking(move |inner| inner.tokens.verify(&token)).await??;
-        if let Some(ctx) = parts.extensions.get::<RequestContext>() {
-            ctx.set_caller(Caller { token_id: grant.token_id.clone(), tenant: grant.scope.name().to_owned() });
+        let grant = app.call(None, "verify-token", move |inner| inner.tokens.verify(&token)).await??;
+        ctx.set_caller(Caller { token_id: grant.token_id.clone(), tenant: grant.scope.name().to_owned() });
+        if let Some(limiter) = &app.inner.limiter
+            && let Err(retry_after) = limiter.check(&grant.token_id)
+        {
+            return Err(ApiError::rate_limited(retry_after));
         }
         if !grant.role.allows(P::OPERATION) {
             return Err(ApiError::forbidden(grant.role, P::OPERATION));
         }
-        Ok(Authorized { grant, _operation: PhantomData })
+        Ok(Authorized { grant, ctx, _operation: PhantomData })
     }
 }
 

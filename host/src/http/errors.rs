@@ -8,10 +8,13 @@
 //! | a token of the right tenant without the role | 403 | `forbidden` |
 //! | missing key or instance, or another tenant's | 404 | `not-found` |
 //! | a key's type change | 409 | `conflict` |
+//! | `If-Match` / `If-None-Match: *` of a PUT not met (check-and-set) | 412 | `precondition-failed` |
 //! | body or value over the limit | 413 | `too-large` |
 //! | body not `application/json` | 415 | `unsupported-media-type` |
 //! | input breaking a rule (the message names the field) | 422 | `invalid-argument`, `limit-exceeded` |
+//! | the token's request rate exceeded | 429 (+ `Retry-After`) | `rate-limited` |
 //! | store unreachable or not answering | 503 (+ `Retry-After`) | `unavailable` |
+//! | the audit log cannot be written | 503 (+ `Retry-After`) | `audit-unavailable` |
 //! | store answered with an error or a corrupt entry | 502 | `store-error` |
 //! | sandbox trap (or another failure of the host) | 500 | `internal` |
 //!
@@ -42,12 +45,15 @@ pub struct ApiError {
     pub errors: Vec<String>,
     /// What only the server's log is told (store and sandbox details).
     pub detail: Option<String>,
+    /// The `Retry-After` of a 429 or 503, in seconds (503s without one
+    /// get 1).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with one message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, errors: vec![message.into()], detail: None }
+        ApiError { status, code, errors: vec![message.into()], detail: None, retry_after: None }
     }
 
     /// 400: a request that is not well formed.
@@ -57,7 +63,7 @@ impl ApiError {
 
     /// 422: input that breaks a rule; each message names its field.
     pub fn invalid(errors: Vec<String>) -> ApiError {
-        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid-argument", errors, detail: None }
+        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid-argument", errors, detail: None, retry_after: None }
     }
 
     /// 401, the same whatever was wrong with the token.
@@ -92,6 +98,34 @@ impl ApiError {
             code: "internal",
             errors: vec!["internal error; nothing was changed (quote the request id)".into()],
             detail: Some(detail.into()),
+            retry_after: None,
+        }
+    }
+
+    /// 412: a check-and-set's precondition does not hold.
+    pub fn precondition_failed(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", message)
+    }
+
+    /// 429: the token made more requests than its rate allows; try again
+    /// in `retry_after` seconds.
+    pub fn rate_limited(retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "too many requests with this token; try again after Retry-After seconds",
+            )
+        }
+    }
+
+    /// 503: the audit log cannot be written, so the request is not carried
+    /// out (or its values are withheld); `detail` goes to the log.
+    pub fn audit_unavailable(message: impl Into<String>, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            detail: Some(detail.into()),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable", message)
         }
     }
 
@@ -128,12 +162,14 @@ impl From<VaultError> for ApiError {
                 code: "unavailable",
                 errors: vec!["the store is unavailable; try again later".into()],
                 detail,
+                retry_after: None,
             },
             _ => ApiError {
                 status: StatusCode::BAD_GATEWAY,
                 code: "store-error",
                 errors: vec![format!("the store failed ({}); nothing was changed", e.kind())],
                 detail,
+                retry_after: None,
             },
         }
     }
@@ -147,6 +183,7 @@ impl From<Error> for ApiError {
             Error::InvalidArgument(m) => ApiError::invalid(vec![m]),
             Error::LimitExceeded(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit-exceeded", m),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            Error::VersionMismatch(m) => ApiError::precondition_failed(m),
             Error::Vault(v) => v.into(),
             trap @ Error::Trap { .. } => ApiError::internal(trap.to_string()),
             Error::Sandbox(m) => ApiError::internal(format!("sandbox: {m}")),
@@ -170,14 +207,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status.into_response();
         let headers = response.headers_mut();
-        match self.status {
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        let retry_after = match (self.retry_after, self.status) {
+            (Some(s), _) => Some(s),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         // The body is written by the request middleware, which knows the
         // request id.
@@ -197,6 +236,7 @@ mod tests {
         assert_eq!(status(Error::InvalidArgument("k".into())), 422);
         assert_eq!(status(Error::LimitExceeded("k".into())), 422);
         assert_eq!(status(Error::Conflict("k".into())), 409);
+        assert_eq!(status(Error::VersionMismatch("k".into())), 412);
         assert_eq!(status(Error::Vault(VaultError::Unavailable("x".into()))), 503);
         assert_eq!(status(Error::Vault(VaultError::Corrupt("x".into()))), 502);
         assert_eq!(status(Error::Trap { call: "set", message: "x".into() }), 500);

@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::App;
 use super::auth::{Authorized, op};
 use super::errors::ApiError;
-use super::input::{InstancePath, KeyPath, query, set_body};
+use super::input::{InstancePath, KeyPath, none_match, query, set_body, set_precondition, wants_raw};
 use super::request;
 use crate::types::{SecretMeta, SecretType, SetRequest};
 
@@ -33,6 +33,7 @@ pub(crate) fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/instances/{instance}/secrets", get(list))
         .route("/v1/instances/{instance}/secrets/{key}", put(set).get(metadata).delete(delete))
         .route("/v1/instances/{instance}/secrets/{key}/value", get(value))
@@ -41,7 +42,7 @@ pub(crate) fn router(app: App) -> Router {
         .route("/v1/instances/{instance}/mounts", get(mounts))
         .fallback(|| async { ApiError::from_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(request::around))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), request::around))
         .with_state(app)
 }
 
@@ -67,6 +68,17 @@ fn secret_not_found(key: &str, instance: &str) -> impl FnOnce() -> String + Send
     move || message
 }
 
+/// Refuses `If-Match`/`If-None-Match` where they are not supported,
+/// rather than ignoring a precondition the client relies on.
+fn no_preconditions(headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_NONE_MATCH) {
+        return Err(ApiError::bad_request(format!(
+            "If-Match and If-None-Match are not supported on {what}; nothing was changed"
+        )));
+    }
+    Ok(())
+}
+
 fn no_secrets(instance: &str) -> ApiError {
     ApiError::not_found(format!("instance {instance:?} has no secrets"))
 }
@@ -76,8 +88,13 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(app): State<App>) -> Result<Response, ApiError> {
-    app.blocking(|inner| inner.tokens.check_store()).await??;
+    app.call(None, "check-store", |inner| inner.tokens.check_store()).await??;
     Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ready" })))
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    ([(header::CONTENT_TYPE, content_type)], app.metrics_text()).into_response()
 }
 
 async fn set(
@@ -87,21 +104,21 @@ async fn set(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    // Check-and-set is not there yet: a client relying on it must not
-    // overwrite a newer version unawares.
-    if headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_NONE_MATCH) {
-        return Err(ApiError::bad_request(
-            "If-Match and If-None-Match (check-and-set) are not supported yet; nothing was stored",
-        ));
+    // Check-and-set: the component compares the version in the same
+    // transaction as the write, so of concurrent PUTs with one If-Match
+    // exactly one wins; the others get 412.
+    let if_version = set_precondition(&headers)?;
+    if let Some(v) = if_version {
+        caller.ctx.set_if_version(v);
     }
     let max = app.inner.secrets.limits().max_value_bytes as usize;
     let body = set_body(&headers, &body, max)?;
     let KeyPath { instance, key } = path;
     let scope = caller.grant.scope;
-    let req = SetRequest::new(&instance, &key, body.kind, body.value);
-    // Check-and-set will set `req.if_version` from `If-Match: "vN"` /
-    // `If-None-Match: *` here, its mismatch answered with 412.
-    let meta = app.blocking(move |inner| inner.secrets.set(&scope, req)).await??;
+    let mut req = SetRequest::new(&instance, &key, body.kind, body.value);
+    req.if_version = if_version;
+    let meta = app.call(Some(&caller.ctx), "set", move |inner| inner.secrets.set(&scope, req)).await??;
+    caller.ctx.set_version(meta.version);
     let status = if meta.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
     Ok(with_etag(json(status, &meta), meta.version))
 }
@@ -109,7 +126,7 @@ async fn set(
 async fn list(caller: Authorized<op::List>, InstancePath(instance): InstancePath, State(app): State<App>) -> Result<Response, ApiError> {
     let scope = caller.grant.scope;
     let name = instance.clone();
-    let metas = app.blocking(move |inner| inner.secrets.list(&scope, &name)).await??;
+    let metas = app.call(Some(&caller.ctx), "list", move |inner| inner.secrets.list(&scope, &name)).await??;
     if metas.is_empty() {
         return Err(no_secrets(&instance));
     }
@@ -125,12 +142,13 @@ async fn metadata(caller: Authorized<op::Metadata>, path: KeyPath, State(app): S
     let KeyPath { instance, key } = path;
     let not_found = secret_not_found(&key, &instance);
     let versions = app
-        .blocking(move |inner| inner.secrets.versions(&scope, &instance, &key))
+        .call(Some(&caller.ctx), "versions", move |inner| inner.secrets.versions(&scope, &instance, &key))
         .await?
         .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
     let Some(current) = versions.last() else {
         return Err(ApiError::internal("a key without versions"));
     };
+    caller.ctx.set_version(current.version);
     #[derive(Serialize)]
     struct Body<'a> {
         #[serde(flatten)]
@@ -145,6 +163,7 @@ async fn value(
     path: KeyPath,
     State(app): State<App>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut version = None;
     for (_, v) in query(raw.as_deref(), &["version"])? {
@@ -156,6 +175,12 @@ async fn value(
             }
         }
     }
+    // Checked before the call: a malformed header reads nothing.
+    none_match(&headers, 0)?;
+    let raw_bytes = wants_raw(&headers);
+    if let Some(v) = version {
+        caller.ctx.set_version(v);
+    }
     let scope = caller.grant.scope;
     let KeyPath { instance, key } = path;
     let not_found = match version {
@@ -165,13 +190,30 @@ async fn value(
         }
         None => Box::new(secret_not_found(&key, &instance)),
     };
+    let name = if version.is_some() { "get-version" } else { "get" };
     let secret = app
-        .blocking(move |inner| match version {
+        .call(Some(&caller.ctx), name, move |inner| match version {
             Some(v) => inner.secrets.get_version(&scope, &instance, &key, v),
             None => inner.secrets.get(&scope, &instance, &key),
         })
         .await?
         .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
+    caller.ctx.set_version(secret.meta.version);
+    // The client holds this version already: no value leaves.
+    if none_match(&headers, secret.meta.version)? {
+        return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), secret.meta.version));
+    }
+    if raw_bytes {
+        let response = (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+                (header::VARY, HeaderValue::from_static("accept")),
+            ],
+            secret.value.expose().to_vec(),
+        )
+            .into_response();
+        return Ok(with_etag(response, secret.meta.version));
+    }
     #[derive(Serialize)]
     struct Body<'a> {
         key: &'a str,
@@ -188,25 +230,39 @@ async fn value(
         Err(_) => (None, Some(BASE64.encode(secret.value.expose()))),
     };
     let body = Body { key: &secret.meta.key, version: secret.meta.version, kind: secret.meta.kind, value: text, value_base64: b64 };
-    Ok(with_etag(json(StatusCode::OK, &body), secret.meta.version))
+    let mut response = with_etag(json(StatusCode::OK, &body), secret.meta.version);
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
+    Ok(response)
 }
 
-async fn delete(caller: Authorized<op::Delete>, path: KeyPath, State(app): State<App>) -> Result<Response, ApiError> {
+async fn delete(
+    caller: Authorized<op::Delete>,
+    path: KeyPath,
+    State(app): State<App>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    no_preconditions(&headers, "DELETE")?;
     let scope = caller.grant.scope;
     let KeyPath { instance, key } = path;
     let not_found = secret_not_found(&key, &instance);
-    app.blocking(move |inner| inner.secrets.delete(&scope, &instance, &key))
+    app.call(Some(&caller.ctx), "delete", move |inner| inner.secrets.delete(&scope, &instance, &key))
         .await?
         .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn rotate(caller: Authorized<op::Rotate>, path: KeyPath, State(app): State<App>) -> Result<Response, ApiError> {
+async fn rotate(
+    caller: Authorized<op::Rotate>,
+    path: KeyPath,
+    State(app): State<App>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    no_preconditions(&headers, "POST .../rotate")?;
     let scope = caller.grant.scope;
     let KeyPath { instance, key } = path;
     let not_found = secret_not_found(&key, &instance);
     let rotated = app
-        .blocking(move |inner| inner.secrets.rotate(&scope, &instance, &key))
+        .call(Some(&caller.ctx), "rotate", move |inner| inner.secrets.rotate(&scope, &instance, &key))
         .await?
         .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "rotated": rotated })))
@@ -250,7 +306,7 @@ async fn env(
     // at all (a typo, or another tenant's) is a 404, so a deploy agent
     // does not start a workload without its secrets.
     let env = app
-        .blocking(move |inner| {
+        .call(Some(&caller.ctx), "inject", move |inner| {
             let env = inner.secrets.inject(&scope, &name)?;
             let exists = !env.is_empty() || !inner.secrets.list(&scope, &name)?.is_empty();
             Ok::<_, crate::Error>(exists.then_some(env))
@@ -275,7 +331,7 @@ async fn mounts(caller: Authorized<op::Mounts>, InstancePath(instance): Instance
     let scope = caller.grant.scope;
     let name = instance.clone();
     let mounts = app
-        .blocking(move |inner| {
+        .call(Some(&caller.ctx), "mounts", move |inner| {
             let mounts = inner.secrets.mounts(&scope, &name)?;
             let exists = !mounts.is_empty() || !inner.secrets.list(&scope, &name)?.is_empty();
             Ok::<_, crate::Error>(exists.then_some(mounts))

@@ -1,5 +1,6 @@
 //! Everything a request brings, checked before any call of [`Secrets`]:
-//! path segments, query parameters and the body of a set.
+//! path segments, query parameters, the body of a set and the headers that
+//! change what a request does (`If-Match`, `If-None-Match`, `Accept`).
 //!
 //! Path segments arrive percent-decoded. A segment holding a `/` or `\`
 //! (an encoded slash), `..`, a control character or more bytes than the
@@ -17,6 +18,7 @@ use percent_encoding::percent_decode_str;
 use secrets_guest::validate;
 
 use super::errors::ApiError;
+use super::request::RequestContext;
 use crate::error::Error;
 use crate::types::{SecretType, SecretValue};
 
@@ -71,7 +73,11 @@ impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let params = raw_params(parts, state).await?;
-        Ok(InstancePath(instance_of(&params)?))
+        let instance = instance_of(&params)?;
+        if let Some(ctx) = parts.extensions.get::<RequestContext>() {
+            ctx.set_target(&instance, None);
+        }
+        Ok(InstancePath(instance))
     }
 }
 
@@ -93,7 +99,114 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
         let key = param(&params, "key")?;
         segment("key", key, validate::MAX_KEY_BYTES)?;
         rule(validate::key(key))?;
+        if let Some(ctx) = parts.extensions.get::<RequestContext>() {
+            ctx.set_target(&instance, Some(key));
+        }
         Ok(KeyPath { instance, key: key.to_owned() })
+    }
+}
+
+/// The one value of header `name`, if any; two are refused.
+fn single(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(&name).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(format!("{name}: give it once")));
+    }
+    let value = value.to_str().map_err(|_| ApiError::bad_request(format!("{name}: not visible ASCII")))?;
+    Ok(Some(value.trim()))
+}
+
+/// The version of an entity tag of ours, `"vN"` (N ≥ 1, no leading zero).
+fn our_etag(tag: &str) -> Option<u32> {
+    let digits = tag.strip_prefix("\"v")?.strip_suffix('"')?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|v| *v >= 1)
+}
+
+/// The check-and-set of a PUT, from its headers, as
+/// [`SetRequest::if_version`](crate::SetRequest::if_version):
+/// `If-Match: "vN"` → `Some(N)`, `If-None-Match: *` (the key must not
+/// exist) → `Some(0)`, neither → `None`. Anything else (both, a list, a
+/// weak tag, `If-Match: *`, a tag that is not ours) is refused with 400
+/// rather than half understood: a client relying on a precondition must
+/// never have it ignored.
+pub fn set_precondition(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
+    let if_match = single(headers, header::IF_MATCH)?;
+    let if_none_match = single(headers, header::IF_NONE_MATCH)?;
+    match (if_match, if_none_match) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give If-Match or If-None-Match, not both")),
+        (Some(tag), None) => our_etag(tag).map(Some).ok_or_else(|| {
+            ApiError::bad_request(
+                "If-Match: must be one entity tag \"vN\" (N >= 1, as an ETag of this API); for a key that must not \
+                 exist yet use If-None-Match: *",
+            )
+        }),
+        (None, Some("*")) => Ok(Some(0)),
+        (None, Some(_)) => Err(ApiError::bad_request("If-None-Match: on a PUT only * is supported (the key must not exist)")),
+    }
+}
+
+/// The `If-None-Match` of a GET: whether it matches the version `version`
+/// (weak comparison, RFC 9110 §13.1.2). `*` matches any; tags that are not
+/// ours match nothing; a header that is not a list of entity tags is a 400.
+pub fn none_match(headers: &HeaderMap, version: u32) -> Result<bool, ApiError> {
+    let mut matched = false;
+    for value in headers.get_all(header::IF_NONE_MATCH) {
+        let value = value.to_str().map_err(|_| ApiError::bad_request("if-none-match: not visible ASCII"))?;
+        for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if tag == "*" {
+                matched = true;
+                continue;
+            }
+            let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+            if opaque.len() < 2 || !opaque.starts_with('"') || !opaque.ends_with('"') || opaque[1..opaque.len() - 1].contains('"') {
+                return Err(ApiError::bad_request("If-None-Match: must be * or a list of entity tags (\"vN\")"));
+            }
+            matched |= our_etag(opaque) == Some(version);
+        }
+    }
+    Ok(matched)
+}
+
+/// Whether the `Accept` header prefers the raw bytes
+/// (`application/octet-stream`) to JSON: octet-stream must be named with
+/// a weight above 0 and not below JSON's (named, or through a wildcard).
+/// JSON otherwise, whatever else is asked for.
+pub fn wants_raw(headers: &HeaderMap) -> bool {
+    let mut raw: Option<f32> = None;
+    let mut json: Option<(u8, f32)> = None; // (specificity, weight)
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let weight = parts
+                .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let json_specificity = match media.as_str() {
+                "application/octet-stream" => {
+                    raw = Some(raw.map_or(weight, |w: f32| w.max(weight)));
+                    continue;
+                }
+                "application/json" => 2,
+                "application/*" => 1,
+                "*/*" => 0,
+                _ => continue,
+            };
+            if json.is_none_or(|(s, _)| json_specificity > s) {
+                json = Some((json_specificity, weight));
+            }
+        }
+    }
+    match (raw, json) {
+        (Some(r), Some((_, j))) => r > 0.0 && r >= j,
+        (Some(r), None) => r > 0.0,
+        (None, _) => false,
     }
 }
 
@@ -292,6 +405,59 @@ mod tests {
         assert!(query(Some("version=1&version=2"), &["version"]).is_err());
         assert!(query(Some("other=1"), &["version"]).is_err());
         assert!(query(Some("%ff=1"), &["version"]).is_err());
+    }
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn preconditions_of_a_put() {
+        let pre = |pairs: &[(header::HeaderName, &str)]| set_precondition(&headers(pairs)).map_err(|e| e.status.as_u16());
+        assert_eq!(pre(&[]), Ok(None));
+        assert_eq!(pre(&[(header::IF_MATCH, "\"v3\"")]), Ok(Some(3)));
+        assert_eq!(pre(&[(header::IF_MATCH, " \"v12\" ")]), Ok(Some(12)));
+        assert_eq!(pre(&[(header::IF_NONE_MATCH, "*")]), Ok(Some(0)));
+        for bad in ["*", "\"v0\"", "W/\"v3\"", "\"v3\", \"v4\"", "v3", "\"3\"", "\"v03\"", "\"v-1\"", "\"v99999999999\"", ""] {
+            assert_eq!(pre(&[(header::IF_MATCH, bad)]), Err(400), "{bad:?}");
+        }
+        assert_eq!(pre(&[(header::IF_NONE_MATCH, "\"v1\"")]), Err(400));
+        assert_eq!(pre(&[(header::IF_MATCH, "\"v1\""), (header::IF_NONE_MATCH, "*")]), Err(400));
+        assert_eq!(pre(&[(header::IF_MATCH, "\"v1\""), (header::IF_MATCH, "\"v1\"")]), Err(400));
+    }
+
+    #[test]
+    fn none_match_of_a_get() {
+        let m = |v: &str, version| none_match(&headers(&[(header::IF_NONE_MATCH, v)]), version).map_err(|e| e.status.as_u16());
+        assert_eq!(none_match(&HeaderMap::new(), 1).ok(), Some(false));
+        assert_eq!(m("\"v2\"", 2), Ok(true));
+        assert_eq!(m("\"v2\"", 3), Ok(false));
+        assert_eq!(m("W/\"v2\"", 2), Ok(true), "weak comparison");
+        assert_eq!(m("\"x\", \"v1\",\"v2\"", 1), Ok(true));
+        assert_eq!(m("\"other\"", 1), Ok(false));
+        assert_eq!(m("*", 7), Ok(true));
+        assert_eq!(m("v2", 2), Err(400));
+        assert_eq!(m("\"v2", 2), Err(400));
+    }
+
+    #[test]
+    fn accept() {
+        let raw = |v: &str| wants_raw(&headers(&[(header::ACCEPT, v)]));
+        assert!(!wants_raw(&HeaderMap::new()));
+        assert!(raw("application/octet-stream"));
+        assert!(raw("Application/Octet-Stream"));
+        assert!(raw("application/octet-stream, */*;q=0.5"));
+        assert!(raw("application/octet-stream;q=0.9, */*;q=0.1"));
+        assert!(!raw("application/octet-stream;q=0"));
+        assert!(!raw("application/json, application/octet-stream;q=0.5"));
+        assert!(raw("application/json;q=0.5, application/octet-stream"));
+        assert!(!raw("*/*"));
+        assert!(!raw("text/html"));
+        assert!(!raw("application/json"));
     }
 
     #[test]

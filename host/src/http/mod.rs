@@ -3,15 +3,16 @@
 //!
 //! | route | operation | roles |
 //! |---|---|---|
-//! | `PUT /v1/instances/{instance}/secrets/{key}` | set: `{"type":..,"value":..}` or `{"type":..,"value_base64":..}`; 201 for version 1, else 200; metadata + `ETag: "vN"` | write |
+//! | `PUT /v1/instances/{instance}/secrets/{key}` | set: `{"type":..,"value":..}` or `{"type":..,"value_base64":..}`; 201 for version 1, else 200; metadata + `ETag: "vN"`; `If-Match: "vN"` (check-and-set) or `If-None-Match: *` (must not exist), else 412 | write |
 //! | `GET /v1/instances/{instance}/secrets` | list: `{"secrets":[meta...]}` | read, write |
 //! | `GET /v1/instances/{instance}/secrets/{key}` | current metadata + `versions` | read, write |
-//! | `GET /v1/instances/{instance}/secrets/{key}/value[?version=N]` | `{"key","version","type","value"\|"value_base64"}` + `ETag` | read, write |
+//! | `GET /v1/instances/{instance}/secrets/{key}/value[?version=N]` | `{"key","version","type","value"\|"value_base64"}` + `ETag`; the raw bytes with `Accept: application/octet-stream`; 304 (no value) on a matching `If-None-Match` | read, write |
 //! | `DELETE /v1/instances/{instance}/secrets/{key}` | 204 | write |
 //! | `POST /v1/instances/{instance}/secrets/{key}/rotate` | `{"rotated": n}` | write |
 //! | `GET /v1/instances/{instance}/env[?format=json\|dotenv]` | the env secrets | read, write, inject |
 //! | `GET /v1/instances/{instance}/mounts` | `{"mounts":[{"path","mode","contents_base64"}]}` | read, write, inject |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (a read transaction on the store) | no token |
+//! | `GET /metrics` | Prometheus text format ([`metrics`]: no tenant, instance, key or token in a label) | no token |
 //!
 //! An instance without any secret is a 404 on `list`, `env` and `mounts`
 //! (as is any instance of another tenant): a typo never looks like an
@@ -42,15 +43,26 @@
 //! - **Load**: sandbox and store calls run on tokio's blocking pool, at
 //!   most `max_concurrent_calls` at once (a semaphore; the rest wait), so
 //!   the async runtime never blocks; a trap is a 500 with the request id
-//!   and the server keeps serving.
+//!   and the server keeps serving. With a rate limit, each token gets N
+//!   requests per second in this process ([`ratelimit`]; 429 beyond).
+//! - **Audit** ([`audit`]): with an audit log, every `/v1` request gets an
+//!   outcome line, and requests that return values or write get an intent
+//!   line before their call; when the audit log cannot be written, such a
+//!   request is refused (503) before anything is read or written, and
+//!   values are withheld when their outcome line fails.
+//! - **Check-and-set**: `If-Match`/`If-None-Match: *` become the
+//!   component's `if_version`, compared inside the write transaction (no
+//!   race between the check and the write); a mismatch is the host's
+//!   [`Error::VersionMismatch`](crate::Error::VersionMismatch), answered 412.
 //!
 //! # Does not protect (yet)
 //! - **No TLS**: tokens and values cross the connection in clear text. The
 //!   server therefore listens on loopback only unless told
 //!   `--insecure-listen` (e.g. behind a TLS-terminating proxy on the same
 //!   host).
-//! - No audit log, no rate limits, no request or header timeouts (a slow
-//!   client holds a connection, not a call slot), no `last used` of tokens.
+//! - No request or header timeouts (a slow client holds a connection, not
+//!   a call slot), no `last used` of tokens. Rate limits are per process
+//!   (N replicas allow N times the rate) and count only verified tokens.
 //! - Whoever can write the store can add tokens (it can also read every
 //!   secret with the master key); whoever can only read it sees token
 //!   metadata and hashes, never a usable token.
@@ -59,28 +71,40 @@
 //!
 //! # Layout
 //! - `mod.rs`: [`App`] (the shared state) and [`ApiConfig`].
-//! - `handlers.rs`: the routes; `input.rs`: path, query and body checks;
-//!   `auth.rs`: bearer tokens and roles; `errors.rs`: the status mapping;
-//!   `request.rs`: request id, error bodies, the log line; `server.rs`:
-//!   listening, loopback rule, graceful shutdown.
+//! - `handlers.rs`: the routes; `input.rs`: path, query, header and body
+//!   checks; `auth.rs`: bearer tokens, rate limits and roles; `errors.rs`:
+//!   the status mapping; `request.rs`: request id, error bodies, the
+//!   outcome audit line, the log line; `audit.rs`: the audit log;
+//!   `ratelimit.rs`: token buckets; `metrics.rs`: `/metrics`;
+//!   `server.rs`: listening, loopback rule, graceful shutdown.
 //!
 //! [`Secrets`]: crate::Secrets
 //! [`Scope`]: crate::Scope
 
+pub mod audit;
 pub mod auth;
 pub mod errors;
 mod handlers;
 pub mod input;
+mod metrics;
+pub mod ratelimit;
 pub mod request;
 pub mod server;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
+use crate::backends::VaultError;
 use crate::secrets::Secrets;
-use crate::tokens::TokenStore;
+use crate::tokens::{TokenError, TokenStore};
+pub use audit::AuditLog;
 pub use errors::ApiError;
+use metrics::Metrics;
+use ratelimit::RateLimiter;
+use request::RequestContext;
 pub use server::{ServeOutcome, check_listen, serve, shutdown_signal};
 
 /// Default of [`ApiConfig::max_concurrent_calls`].
@@ -97,11 +121,21 @@ pub struct ApiConfig {
     pub max_concurrent_calls: usize,
     /// Largest request body, in bytes (413 above).
     pub body_limit: usize,
+    /// Requests per second and token, in bursts of as many (429 above);
+    /// `None`: unlimited. Counted in this process only ([`ratelimit`]).
+    pub rate_limit: Option<NonZeroU32>,
+    /// Where the audit lines go; `None`: no audit log ([`audit`]).
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS, body_limit: DEFAULT_BODY_LIMIT }
+        ApiConfig {
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            body_limit: DEFAULT_BODY_LIMIT,
+            rate_limit: None,
+            audit: None,
+        }
     }
 }
 
@@ -109,8 +143,27 @@ pub(crate) struct Inner {
     pub(crate) secrets: Secrets,
     pub(crate) tokens: TokenStore,
     pub(crate) config: ApiConfig,
+    pub(crate) limiter: Option<RateLimiter>,
+    pub(crate) metrics: Metrics,
     calls: Arc<Semaphore>,
 }
+
+/// What a call returned, as far as the metrics care: whether it trapped.
+pub(crate) trait CallResult {
+    /// Whether the sandbox trapped.
+    fn trapped(&self) -> bool {
+        false
+    }
+}
+
+impl<T> CallResult for Result<T, crate::Error> {
+    fn trapped(&self) -> bool {
+        matches!(self, Err(crate::Error::Trap { .. }))
+    }
+}
+
+impl<T> CallResult for Result<T, TokenError> {}
+impl<T> CallResult for Result<T, VaultError> {}
 
 /// The API's state: the service, the tokens, the call limit. Cheap to clone.
 #[derive(Clone)]
@@ -129,7 +182,8 @@ impl App {
     /// same store).
     pub fn new(secrets: Secrets, tokens: TokenStore, config: ApiConfig) -> App {
         let calls = Arc::new(Semaphore::new(config.max_concurrent_calls.max(1)));
-        App { inner: Arc::new(Inner { secrets, tokens, config, calls }) }
+        let limiter = config.rate_limit.map(RateLimiter::new);
+        App { inner: Arc::new(Inner { secrets, tokens, config, limiter, metrics: Metrics::default(), calls }) }
     }
 
     /// The routes, with their middleware, ready for [`serve`] (or to nest
@@ -138,20 +192,49 @@ impl App {
         handlers::router(self)
     }
 
-    /// Runs a blocking call (sandbox or store) on the blocking pool, at most
-    /// `max_concurrent_calls` at once. A call keeps its slot until it ends,
-    /// even when the client has gone.
-    pub(crate) async fn blocking<R: Send + 'static>(
+    /// Runs a blocking call (sandbox or store), named `name` in the
+    /// metrics, on the blocking pool, at most `max_concurrent_calls` at
+    /// once. A call keeps its slot until it ends, even when the client has
+    /// gone.
+    ///
+    /// With an audit log, the call of a request that returns values or
+    /// writes (`ctx`) is preceded by its intent line, on the same thread;
+    /// when that line cannot be written, `f` is not called and the answer
+    /// is a 503.
+    pub(crate) async fn call<R: CallResult + Send + 'static>(
         &self,
+        ctx: Option<&RequestContext>,
+        name: &'static str,
         f: impl FnOnce(&Inner) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
+        let intent = match (ctx, &self.inner.config.audit) {
+            (Some(ctx), Some(log)) if ctx.needs_intent() => Some((log.clone(), ctx.audit_line("intent"))),
+            _ => None,
+        };
         let permit = self.inner.calls.clone().acquire_owned().await.map_err(|_| ApiError::internal("call slots closed"))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            f(&inner)
+            if let Some((log, line)) = intent
+                && let Err(e) = log.write(&line)
+            {
+                inner.metrics.audit_failure();
+                return Err(ApiError::audit_unavailable(
+                    "the audit log cannot be written; the request was not carried out",
+                    format!("audit log: {e}; {name} not called"),
+                ));
+            }
+            let start = Instant::now();
+            let result = f(&inner);
+            inner.metrics.call(name, start.elapsed(), result.trapped());
+            Ok(result)
         })
         .await
-        .map_err(|e| ApiError::internal(format!("a call panicked: {e}")))
+        .map_err(|e| ApiError::internal(format!("a call panicked: {e}")))?
+    }
+
+    /// The metrics, in the Prometheus text format.
+    pub(crate) fn metrics_text(&self) -> String {
+        self.inner.metrics.render(self.inner.config.max_concurrent_calls.max(1), self.inner.calls.available_permits())
     }
 }

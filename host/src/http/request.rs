@@ -1,27 +1,33 @@
 //! What happens around every request: a fresh request id (returned in
 //! `X-Request-Id` and in every error body), the error body in the one
 //! format of the API, headers that keep responses out of caches and
-//! sniffers, and one log line when the request ends.
+//! sniffers, the outcome line of the audit log, the request counter, and
+//! one log line when the request ends.
 //!
 //! The log line holds the method, the route template (never the path
 //! itself), the status, the duration, the request id and the token id of
 //! an authenticated caller: never a value, a token or a header.
 
-use std::sync::{Arc, OnceLock};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
 
+use super::App;
+use super::audit::{self, AuditLine};
 use super::errors::ApiError;
+use crate::tokens::Operation;
 
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Who called, once the token is verified (for the log, later the audit).
+/// Who called, once the token is verified (for the log and the audit).
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The token's id (never the token).
@@ -30,37 +36,110 @@ pub struct Caller {
     pub tenant: String,
 }
 
-/// The request's context, in its extensions: its id, and the caller once
-/// known.
+/// What the request is found to be about as it goes (for the audit).
+#[derive(Debug, Default)]
+struct Facts {
+    caller: Option<Caller>,
+    operation: Option<Operation>,
+    instance: Option<String>,
+    key: Option<String>,
+    version: Option<u32>,
+    if_version: Option<u32>,
+}
+
+/// The request's context, in its extensions: its id, method, route
+/// template and peer, and what is learnt about it on the way (the caller,
+/// the operation, the instance and key once checked, the version).
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     /// Random per request; 24 hex characters.
     pub id: Arc<str>,
-    caller: Arc<OnceLock<Caller>>,
+    method: Method,
+    route: Option<Arc<str>>,
+    remote: Option<SocketAddr>,
+    facts: Arc<Mutex<Facts>>,
+}
+
+fn request_id() -> Arc<str> {
+    let mut bytes = [0u8; 12];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => hex::encode(bytes).into(),
+        // Practically unreachable; ids then only need to be distinct.
+        Err(_) => {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            format!("local-{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)).into()
+        }
+    }
 }
 
 impl RequestContext {
-    fn new() -> RequestContext {
-        let mut bytes = [0u8; 12];
-        let id = match getrandom::fill(&mut bytes) {
-            Ok(()) => hex::encode(bytes),
-            // Practically unreachable; ids then only need to be distinct.
-            Err(_) => {
-                static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                format!("local-{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-            }
-        };
-        RequestContext { id: id.into(), caller: Arc::default() }
+    fn new(method: Method, route: Option<Arc<str>>, remote: Option<SocketAddr>) -> RequestContext {
+        RequestContext { id: request_id(), method, route, remote, facts: Arc::default() }
     }
 
     /// Records the authenticated caller.
     pub fn set_caller(&self, caller: Caller) {
-        let _ = self.caller.set(caller);
+        self.facts.lock().caller = Some(caller);
     }
 
     /// The authenticated caller, if the request got that far.
-    pub fn caller(&self) -> Option<&Caller> {
-        self.caller.get()
+    pub fn caller(&self) -> Option<Caller> {
+        self.facts.lock().caller.clone()
+    }
+
+    /// Records the operation of the route.
+    pub fn set_operation(&self, operation: Operation) {
+        self.facts.lock().operation = Some(operation);
+    }
+
+    /// The route's operation, once the request reached its handler.
+    pub fn operation(&self) -> Option<Operation> {
+        self.facts.lock().operation
+    }
+
+    /// Records the instance (and key) of the path, once checked.
+    pub fn set_target(&self, instance: &str, key: Option<&str>) {
+        let mut facts = self.facts.lock();
+        facts.instance = Some(instance.to_owned());
+        facts.key = key.map(str::to_owned);
+    }
+
+    /// Records the version asked for, read or written.
+    pub fn set_version(&self, version: u32) {
+        self.facts.lock().version = Some(version);
+    }
+
+    /// Records a check-and-set's expected version.
+    pub fn set_if_version(&self, version: u32) {
+        self.facts.lock().if_version = Some(version);
+    }
+
+    /// Whether the request's answer may carry values or it writes: it has
+    /// an intent line in the audit log, written before its call.
+    pub(crate) fn needs_intent(&self) -> bool {
+        self.operation().is_some_and(|op| op.returns_values() || op.writes())
+    }
+
+    /// An audit line of the request as known now.
+    pub(crate) fn audit_line(&self, event: &'static str) -> AuditLine {
+        let facts = self.facts.lock();
+        AuditLine {
+            time: audit::now(),
+            event,
+            request_id: self.id.to_string(),
+            token_id: facts.caller.as_ref().map(|c| c.token_id.clone()),
+            tenant: facts.caller.as_ref().map(|c| c.tenant.clone()),
+            method: self.method.to_string(),
+            route: self.route.as_deref().unwrap_or("-").to_owned(),
+            instance: facts.instance.clone(),
+            key: facts.key.clone(),
+            version: facts.version,
+            if_version: facts.if_version,
+            outcome: None,
+            status: None,
+            remote: self.remote.map(|r| r.to_string()),
+            duration_ms: None,
+        }
     }
 }
 
@@ -69,21 +148,70 @@ fn error_body(error: &ApiError, request_id: &str) -> Body {
     Body::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
+/// Whether requests on `route` go to the audit log: the API's, not the
+/// operational endpoints (health, readiness, metrics) nor unknown paths.
+fn audited(route: Option<&str>) -> bool {
+    route.is_some_and(|r| r.starts_with("/v1/"))
+}
+
+/// Writes the outcome line of a request. `Err` only when the answer
+/// carries values and must not leave (see `audit.rs`).
+async fn audit_outcome(
+    app: &App,
+    ctx: &RequestContext,
+    status: StatusCode,
+    error: Option<&ApiError>,
+    start: Instant,
+) -> Result<(), ApiError> {
+    let Some(log) = app.inner.config.audit.clone() else { return Ok(()) };
+    let mut line = ctx.audit_line("outcome");
+    line.outcome = Some(match (error, status) {
+        (Some(e), _) => e.code.to_owned(),
+        (None, StatusCode::NOT_MODIFIED) => "not-modified".to_owned(),
+        (None, _) => "ok".to_owned(),
+    });
+    line.status = Some(status.as_u16());
+    line.duration_ms = Some((start.elapsed().as_secs_f64() * 1e4).round() / 10.0);
+    let written = tokio::task::spawn_blocking(move || log.write(&line))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("the audit writer panicked: {e}"))));
+    let Err(e) = written else { return Ok(()) };
+    app.inner.metrics.audit_failure();
+    let carries_values = status.is_success() && ctx.operation().is_some_and(Operation::returns_values);
+    if carries_values {
+        return Err(ApiError::audit_unavailable(
+            "the audit log cannot be written; the values were withheld",
+            format!("audit log: {e}; the answer was replaced by a 503"),
+        ));
+    }
+    tracing::error!(target: "secrets_host::http", request_id = %ctx.id, "audit log: {e}; the outcome line of this request is missing");
+    Ok(())
+}
+
 /// The middleware of every route (and of the fallback).
-pub(crate) async fn around(mut req: Request, next: Next) -> Response {
+pub(crate) async fn around(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let ctx = RequestContext::new();
     let method = req.method().clone();
-    let route: Arc<str> = req.extensions().get::<MatchedPath>().map_or_else(|| "-".into(), |p| p.as_str().into());
+    let route: Option<Arc<str>> = req.extensions().get::<MatchedPath>().map(|p| p.as_str().into());
+    let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let ctx = RequestContext::new(method.clone(), route.clone(), remote);
     req.extensions_mut().insert(ctx.clone());
 
     let mut response = next.run(req).await;
 
     let status = response.status();
-    let error = response
+    let mut error = response
         .extensions_mut()
         .remove::<ApiError>()
         .or_else(|| (status.is_client_error() || status.is_server_error()).then(|| ApiError::from_status(status)));
+    if audited(route.as_deref())
+        && let Err(withheld) = audit_outcome(&app, &ctx, error.as_ref().map_or(status, |e| e.status), error.as_ref(), start).await
+    {
+        // The values are dropped here, unsent.
+        response = withheld.clone().into_response();
+        response.extensions_mut().remove::<ApiError>();
+        error = Some(withheld);
+    }
     if let Some(error) = &error {
         *response.status_mut() = error.status;
         *response.body_mut() = error_body(error, &ctx.id);
@@ -99,12 +227,13 @@ pub(crate) async fn around(mut req: Request, next: Next) -> Response {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 
     let status = response.status();
-    let token = ctx.caller().map_or("-", |c| c.token_id.as_str());
+    app.inner.metrics.request(route.as_ref(), &method, status.as_u16());
+    let token = ctx.caller().map_or_else(|| "-".to_owned(), |c| c.token_id);
     let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(
         target: "secrets_host::http",
         method = %method,
-        route = %route,
+        route = %route.as_deref().unwrap_or("-"),
         status = status.as_u16(),
         duration_ms = format_args!("{duration_ms:.1}"),
         request_id = %ctx.id,
@@ -112,7 +241,7 @@ pub(crate) async fn around(mut req: Request, next: Next) -> Response {
         "request"
     );
     if let Some(detail) = error.and_then(|e| e.detail) {
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
+        if status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(target: "secrets_host::http", request_id = %ctx.id, "{detail}");
         } else {
             tracing::warn!(target: "secrets_host::http", request_id = %ctx.id, "{detail}");

@@ -56,7 +56,9 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
+    // The peer's address reaches the audit log.
+    let service = app.router().into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(target: "secrets_host::http", "shutting down: no new connections; finishing requests in flight");
         notify.notify_one();

@@ -174,6 +174,20 @@ pub struct ServeArgs {
     /// How long to let requests in flight finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Append an audit log (JSON lines: who read or wrote which secret;
+    /// never a value or a token) to PATH (created with mode 0600), or to
+    /// stderr with `-`. Fails closed: a request that would return values or
+    /// write is refused with 503 when its line cannot be written.
+    #[arg(long, value_name = "PATH|-")]
+    pub audit_log: Option<PathBuf>,
+    /// fdatasync the audit log after every line (durable across a machine
+    /// crash; slower).
+    #[arg(long, requires = "audit_log")]
+    pub audit_sync: bool,
+    /// Requests per second allowed to each token, in bursts of as many;
+    /// more get 429 with Retry-After. Counted per server process.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,7 +42,7 @@ impl From<Error> for CliError {
     fn from(e: Error) -> Self {
         let code = match e {
             Error::NotFound => 3,
-            Error::Conflict(_) => 4,
+            Error::Conflict(_) | Error::VersionMismatch(_) => 4,
             Error::Vault(VaultError::Unavailable(_)) => EXIT_UNAVAILABLE,
             _ => 1,
         };
@@ -184,7 +184,7 @@ fn check_before_reading(
     if let Some(expected) = if_version
         && expected != current
     {
-        return Err(Error::Conflict(format!(
+        return Err(Error::VersionMismatch(format!(
             "key {key:?} is at version {current}, the request expected version {expected}"
         ))
         .into());

@@ -5,14 +5,19 @@
 //! `--listen 127.0.0.1:0` can be used by scripts and tests), one log line
 //! per request, and stops on SIGTERM or SIGINT: no new connections,
 //! requests in flight finish (for at most `--shutdown-timeout`), exit 0.
+//! `--audit-log` and `--rate-limit`: see `secrets_host::http::audit` and
+//! `secrets_host::http::ratelimit`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrets_host::Secrets;
 use secrets_host::backends::Backend;
-use secrets_host::http::{ApiConfig, App, ServeOutcome, check_listen, serve, shutdown_signal};
+use secrets_host::http::{ApiConfig, App, AuditLog, ServeOutcome, check_listen, serve, shutdown_signal};
 use secrets_host::tokens::TokenStore;
 
 use crate::CliError;
@@ -29,6 +34,27 @@ fn resolve(listen: &str) -> Result<SocketAddr, CliError> {
     addrs.next().ok_or_else(|| usage(format!("--listen {listen}: no address")))
 }
 
+/// The audit log of `--audit-log`: `-` is stderr; a file is opened for
+/// appending (created 0600; an existing file readable by others is
+/// warned about, not changed).
+fn audit_log(path: &Path, sync: bool) -> Result<AuditLog, CliError> {
+    if path == Path::new("-") {
+        return Ok(AuditLog::stderr());
+    }
+    let log = AuditLog::open(path, sync).map_err(|e| CliError::error(format!("--audit-log {}: {e}", path.display())))?;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.is_file()
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "warning: the audit log {} is accessible to other users (mode {:o}); consider chmod 600",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    Ok(log)
+}
+
 pub fn run(secrets: Secrets, backend: Arc<dyn Backend>, args: ServeArgs) -> Result<u8, CliError> {
     let addr = resolve(&args.listen)?;
     check_listen(addr, args.insecure_listen).map_err(usage)?;
@@ -41,15 +67,26 @@ pub fn run(secrets: Secrets, backend: Arc<dyn Backend>, args: ServeArgs) -> Resu
              every request will be refused"
         );
     }
+    let audit = match &args.audit_log {
+        Some(path) => Some(Arc::new(audit_log(path, args.audit_sync)?)),
+        None => None,
+    };
     let calls = args.max_concurrent_calls as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("secrets-serve")
-        // Blocking threads beyond the call slots serve nothing.
+        // The call slots, and a few threads for audit lines (written
+        // outside the slots).
         .max_blocking_threads(calls + 4)
         .build()
         .map_err(|e| CliError::error(format!("starting the runtime: {e}")))?;
-    let app = App::new(secrets, TokenStore::new(backend), ApiConfig { max_concurrent_calls: calls, ..ApiConfig::default() });
+    let config = ApiConfig {
+        max_concurrent_calls: calls,
+        rate_limit: args.rate_limit.and_then(NonZeroU32::new),
+        audit,
+        ..ApiConfig::default()
+    };
+    let app = App::new(secrets, TokenStore::new(backend), config);
     let outcome = runtime.block_on(async {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| CliError::error(format!("listening on {addr}: {e}")))?;
