@@ -52,6 +52,7 @@ pub mod backends;
 mod bindings;
 pub mod cache;
 pub mod component;
+pub mod env_format;
 pub mod error;
 #[cfg(feature = "http")]
 pub mod http;

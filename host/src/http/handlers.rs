@@ -268,23 +268,6 @@ async fn rotate(
     Ok(json(StatusCode::OK, &serde_json::json!({ "rotated": rotated })))
 }
 
-/// `NAME="value"` lines: the escaping of the CLI's `inject --format
-/// dotenv` (`\`, `"`, `$` and backquote escaped; newlines literal).
-fn dotenv(env: &BTreeMap<String, crate::SecretValue>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in env {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"=\"");
-        for &b in value.expose() {
-            if matches!(b, b'\\' | b'"' | b'$' | b'`') {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-        out.extend_from_slice(b"\"\n");
-    }
-    out
-}
 
 async fn env(
     caller: Authorized<op::Env>,
@@ -314,7 +297,7 @@ async fn env(
         .await??
         .ok_or_else(|| no_secrets(&instance))?;
     if dotenv_format {
-        let body = Body::from(dotenv(&env));
+        let body = Body::from(crate::env_format::dotenv(&env));
         return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response());
     }
     let mut map = BTreeMap::new();

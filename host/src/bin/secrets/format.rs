@@ -4,26 +4,9 @@ use std::collections::BTreeMap;
 
 use secrets_host::SecretValue;
 
-/// `NAME="value"`: inside double quotes, `\`, `"`, `$` and `` ` `` are
-/// escaped with a backslash; everything else, newlines included, stands as
-/// it is. bash and POSIX `sh` read it back exactly with `source`/`.`.
-/// (Dotenv libraries differ on escapes: python-dotenv, for one, keeps the
-/// backslash before `$`; use `json` for those.)
-pub fn dotenv(env: &BTreeMap<String, SecretValue>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in env {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"=\"");
-        for &b in value.expose() {
-            if matches!(b, b'\\' | b'"' | b'$' | b'`') {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-        out.extend_from_slice(b"\"\n");
-    }
-    out
-}
+/// `NAME="value"` lines, as `. file` reads them back: see
+/// [`secrets_host::env_format::dotenv`].
+pub use secrets_host::env_format::dotenv;
 
 /// `export NAME='value'`: single quotes keep every byte literal; a quote
 /// inside is written `'\''`. Safe to `eval`.
