@@ -625,6 +625,13 @@ fn bad_input_is_refused_and_stores_nothing() {
         ("non-numeric version", "GET", "/secrets/KEEP/value?version=x".into(), None, 400),
         ("unknown query", "GET", "/secrets/KEEP/value?versoin=1".into(), None, 400),
         ("bad env format", "GET", "/env?format=yaml".into(), None, 400),
+        // Routes without parameters refuse any: none is silently ignored.
+        ("query on PUT", "PUT", "/secrets/KEEP?if_version=0".into(), json_body(r#"{"type":"env","value":"v"}"#), 400),
+        ("query on DELETE", "DELETE", "/secrets/KEEP?version=2".into(), None, 400),
+        ("query on rotate", "POST", "/secrets/KEEP/rotate?version=1".into(), None, 400),
+        ("query on list", "GET", "/secrets?prefix=K".into(), None, 400),
+        ("query on metadata", "GET", "/secrets/KEEP?version=1".into(), None, 400),
+        ("query on mounts", "GET", "/mounts?format=tar".into(), None, 400),
     ];
     // Preconditions this API does not give are refused, never ignored.
     for headers in [

@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::App;
 use super::auth::{Authorized, op};
 use super::errors::ApiError;
-use super::input::{InstancePath, KeyPath, none_match, query, set_body, set_precondition, wants_raw};
+use super::input::{InstancePath, KeyPath, NoQuery, none_match, query, set_body, set_precondition, wants_raw};
 use super::request;
 use crate::types::{SecretMeta, SecretType, SetRequest};
 
@@ -99,6 +99,7 @@ async fn metrics(State(app): State<App>) -> Response {
 
 async fn set(
     caller: Authorized<op::Set>,
+    _: NoQuery,
     path: KeyPath,
     State(app): State<App>,
     headers: HeaderMap,
@@ -123,7 +124,12 @@ async fn set(
     Ok(with_etag(json(status, &meta), meta.version))
 }
 
-async fn list(caller: Authorized<op::List>, InstancePath(instance): InstancePath, State(app): State<App>) -> Result<Response, ApiError> {
+async fn list(
+    caller: Authorized<op::List>,
+    _: NoQuery,
+    InstancePath(instance): InstancePath,
+    State(app): State<App>,
+) -> Result<Response, ApiError> {
     let scope = caller.grant.scope;
     let name = instance.clone();
     let metas = app.call(Some(&caller.ctx), "list", move |inner| inner.secrets.list(&scope, &name)).await??;
@@ -137,7 +143,12 @@ async fn list(caller: Authorized<op::List>, InstancePath(instance): InstancePath
     Ok(json(StatusCode::OK, &Body { secrets: &metas }))
 }
 
-async fn metadata(caller: Authorized<op::Metadata>, path: KeyPath, State(app): State<App>) -> Result<Response, ApiError> {
+async fn metadata(
+    caller: Authorized<op::Metadata>,
+    _: NoQuery,
+    path: KeyPath,
+    State(app): State<App>,
+) -> Result<Response, ApiError> {
     let scope = caller.grant.scope;
     let KeyPath { instance, key } = path;
     let not_found = secret_not_found(&key, &instance);
@@ -237,6 +248,7 @@ async fn value(
 
 async fn delete(
     caller: Authorized<op::Delete>,
+    _: NoQuery,
     path: KeyPath,
     State(app): State<App>,
     headers: HeaderMap,
@@ -253,6 +265,7 @@ async fn delete(
 
 async fn rotate(
     caller: Authorized<op::Rotate>,
+    _: NoQuery,
     path: KeyPath,
     State(app): State<App>,
     headers: HeaderMap,
@@ -310,7 +323,12 @@ async fn env(
     Ok(json(StatusCode::OK, &map))
 }
 
-async fn mounts(caller: Authorized<op::Mounts>, InstancePath(instance): InstancePath, State(app): State<App>) -> Result<Response, ApiError> {
+async fn mounts(
+    caller: Authorized<op::Mounts>,
+    _: NoQuery,
+    InstancePath(instance): InstancePath,
+    State(app): State<App>,
+) -> Result<Response, ApiError> {
     let scope = caller.grant.scope;
     let name = instance.clone();
     let mounts = app

@@ -106,6 +106,20 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     }
 }
 
+/// A route that takes no query parameters: any is refused (400), so that
+/// e.g. `DELETE ...?version=2` never deletes more than the caller meant.
+#[derive(Debug)]
+pub struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        query(parts.uri.query(), &[])?;
+        Ok(NoQuery)
+    }
+}
+
 /// The one value of header `name`, if any; two are refused.
 fn single(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
     let mut values = headers.get_all(&name).iter();
