@@ -491,8 +491,10 @@ fn roles_allow_what_they_say() {
     let (inject, _) = store.token("acme", "inject", None);
     let server = store.serve(&[]);
     let w = Some(write.as_str());
-    server.call("PUT", "/v1/instances/web/secrets/API_KEY", w, Some(&json!({"type": "env", "value": CANARY})));
-    server.call("PUT", "/v1/instances/web/secrets/conf", w, Some(&json!({"type": "file", "value": "x"})));
+    for (key, body) in [("API_KEY", json!({"type": "env", "value": CANARY})), ("conf", json!({"type": "file", "value": "x"}))] {
+        let r = server.call("PUT", &format!("/v1/instances/web/secrets/{key}"), w, Some(&body));
+        assert_eq!(r.status, 201, "setting {key}: {}", r.text());
+    }
     // (method, path, body, read's status, inject's status)
     let table: Vec<(&str, &str, Option<Value>, u16, u16)> = vec![
         ("GET", "/v1/instances/web/secrets", None, 200, 403),
