@@ -296,19 +296,7 @@ async fn env(
             _ => return Err(ApiError::bad_request("format: must be json or dotenv")),
         };
     }
-    let scope = caller.grant.scope;
-    let name = instance.clone();
-    // An instance without env secrets answers {}; one without any secret
-    // at all (a typo, or another tenant's) is a 404, so a deploy agent
-    // does not start a workload without its secrets.
-    let env = app
-        .call(Some(&caller.ctx), "inject", move |inner| {
-            let env = inner.secrets.inject(&scope, &name)?;
-            let exists = !env.is_empty() || !inner.secrets.list(&scope, &name)?.is_empty();
-            Ok::<_, crate::Error>(exists.then_some(env))
-        })
-        .await??
-        .ok_or_else(|| no_secrets(&instance))?;
+    let env = instance_read(&app, caller, instance, "inject", |s, scope, name| s.inject(scope, name), BTreeMap::is_empty).await?;
     if dotenv_format {
         let body = Body::from(crate::env_format::dotenv(&env));
         return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response());
@@ -323,22 +311,40 @@ async fn env(
     Ok(json(StatusCode::OK, &map))
 }
 
+/// `read` of the caller's instance. An empty answer from an instance
+/// without any secret at all (a typo, or another tenant's) is a 404, so a
+/// deploy agent does not start a workload without its secrets; an instance
+/// that only lacks this kind of secret answers empty.
+async fn instance_read<O, T>(
+    app: &App,
+    caller: Authorized<O>,
+    instance: String,
+    call: &'static str,
+    read: fn(&crate::Secrets, &crate::Scope, &str) -> Result<T, crate::Error>,
+    is_empty: fn(&T) -> bool,
+) -> Result<T, ApiError>
+where
+    O: super::auth::Permission,
+    T: Send + 'static,
+{
+    let scope = caller.grant.scope;
+    let name = instance.clone();
+    app.call(Some(&caller.ctx), call, move |inner| {
+        let found = read(&inner.secrets, &scope, &name)?;
+        let exists = !is_empty(&found) || !inner.secrets.list(&scope, &name)?.is_empty();
+        Ok::<_, crate::Error>(exists.then_some(found))
+    })
+    .await??
+    .ok_or_else(|| no_secrets(&instance))
+}
+
 async fn mounts(
     caller: Authorized<op::Mounts>,
     _: NoQuery,
     InstancePath(instance): InstancePath,
     State(app): State<App>,
 ) -> Result<Response, ApiError> {
-    let scope = caller.grant.scope;
-    let name = instance.clone();
-    let mounts = app
-        .call(Some(&caller.ctx), "mounts", move |inner| {
-            let mounts = inner.secrets.mounts(&scope, &name)?;
-            let exists = !mounts.is_empty() || !inner.secrets.list(&scope, &name)?.is_empty();
-            Ok::<_, crate::Error>(exists.then_some(mounts))
-        })
-        .await??
-        .ok_or_else(|| no_secrets(&instance))?;
+    let mounts = instance_read(&app, caller, instance, "mounts", |s, scope, name| s.mounts(scope, name), Vec::is_empty).await?;
     #[derive(Serialize)]
     struct File<'a> {
         path: &'a str,

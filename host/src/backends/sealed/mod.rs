@@ -73,6 +73,11 @@ fn checked(key: &str, sealed: Vec<u8>, column: i64) -> Result<Vec<u8>, VaultErro
     Ok(sealed)
 }
 
+/// [`checked`] for a row that may be missing.
+fn checked_row(key: &str, row: Option<RawRow>) -> Result<Option<Vec<u8>>, VaultError> {
+    row.map(|(sealed, column)| checked(key, sealed, column)).transpose()
+}
+
 /// A [`RawTxn`] with encryption at rest: a [`Transaction`]. `store` names
 /// the store in every error that does not name it yet.
 pub struct SealedTxn<R> {
@@ -104,8 +109,8 @@ impl<R: RawTxn> SealedTxn<R> {
         }
         let rows = self.raw.get_many(&keys)?;
         for (key, row) in keys.iter().zip(rows) {
-            if let Some((sealed, column)) = row {
-                let resealed = reseal(&self.keyring, key, &checked(key, sealed, column)?)?;
+            if let Some(sealed) = checked_row(key, row)? {
+                let resealed = reseal(&self.keyring, key, &sealed)?;
                 self.raw.put(key, &resealed, self.keyring.newest())?;
             }
         }
@@ -113,10 +118,7 @@ impl<R: RawTxn> SealedTxn<R> {
     }
 
     fn read(&mut self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        match self.raw.get(key)? {
-            Some((sealed, column)) => checked(key, sealed, column).map(Some),
-            None => Ok(None),
-        }
+        checked_row(key, self.raw.get(key)?)
     }
 }
 
@@ -146,10 +148,7 @@ impl<R: RawTxn> Vault for SealedTxn<R> {
         let r = self.raw.get_many(keys).and_then(|rows| {
             keys.iter()
                 .zip(rows)
-                .map(|(key, row)| match row {
-                    Some((sealed, column)) => self.keyring.open(key, &checked(key, sealed, column)?).map(Some),
-                    None => Ok(None),
-                })
+                .map(|(key, row)| checked_row(key, row)?.map(|sealed| self.keyring.open(key, &sealed)).transpose())
                 .collect()
         });
         self.named(r)
