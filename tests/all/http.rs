@@ -150,7 +150,12 @@ fn agent() -> ureq::Agent {
 }
 
 impl Server {
-    fn start(mut command: Command) -> Server {
+    fn start(command: Command) -> Server {
+        Server::start_with(command, agent())
+    }
+
+    /// A server whose clients use `agent` (e.g. one that trusts a test CA).
+    fn start_with(mut command: Command, agent: ureq::Agent) -> Server {
         let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
@@ -175,8 +180,8 @@ impl Server {
             assert!(Instant::now() < deadline, "the server never listened: {}", log.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert!(base.starts_with("http://127.0.0.1:"), "{base}");
-        Server { child: Some(child), log, client: Client { base, agent: agent() } }
+        assert!(base.starts_with("http://127.0.0.1:") || base.starts_with("https://127.0.0.1:"), "{base}");
+        Server { child: Some(child), log, client: Client { base, agent } }
     }
 
     fn log(&self) -> String {
@@ -1221,6 +1226,7 @@ impl InProcess {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         runtime.spawn(secrets_host::http::serve(
             listener,
+            None,
             app,
             async move {
                 let _ = stopped.await;
@@ -1329,4 +1335,103 @@ fn values_are_withheld_when_their_outcome_line_fails_and_writes_stand() {
     assert_eq!(lines.len(), 5, "intents of the PUT, the 3 reads and the 304: {intents}");
     assert_eq!((lines[0]["request_id"].as_str(), lines[0]["event"].as_str()), (Some(put_id.as_str()), Some("intent")));
     assert!(!intents.contains(CANARY));
+}
+
+/// A CA, and a certificate for 127.0.0.1 and localhost it signed: the PEM
+/// of the CA certificate, the server's chain and the server's key.
+fn test_ca_and_server_cert() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &Issuer::from_params(&ca_params, &ca_key)).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// An agent that trusts only the CA in `ca_pem`.
+fn agent_trusting(ca_pem: &str) -> ureq::Agent {
+    let roots: Vec<_> = ureq::tls::parse_pem(ca_pem.as_bytes())
+        .filter_map(|item| match item.unwrap() {
+            ureq::tls::PemItem::Certificate(cert) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(roots.len(), 1);
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .proxy(None)
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&roots)).build())
+        .build()
+        .into()
+}
+
+#[test]
+fn tls_serves_https_and_nothing_in_clear_text() {
+    let store = Store::new();
+    let (token, _) = store.token("acme", "write", None);
+    let (ca, cert, key) = test_ca_and_server_cert();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str, pem: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pem).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let (cert_file, key_file) = (path("cert.pem", &cert), path("key.pem", &key));
+
+    let mut c = store.cmd(&["serve", "--listen", "127.0.0.1:0", "--tls-cert", &cert_file, "--tls-key", &key_file]);
+    c.env("RUST_LOG", "trace");
+    let server = Server::start_with(c, agent_trusting(&ca));
+    assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+    let t = Some(token.as_str());
+
+    // A client that trusts the CA sets and reads a secret over TLS.
+    let r = server.call("PUT", "/v1/instances/web/secrets/K", t, Some(&json!({"type": "env", "value": CANARY})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = server.call("GET", "/v1/instances/web/secrets/K/value", t, None);
+    assert_eq!((r.status, r.json()["value"].as_str()), (200, Some(CANARY)));
+
+    // A client that does not trust it gets no answer, and neither does
+    // one that speaks plain HTTP to the TLS port.
+    let url = format!("{}/v1/instances/web/secrets/K/value", server.base);
+    let untrusting = agent().get(&url).header("Authorization", format!("Bearer {token}")).call();
+    assert!(untrusting.is_err(), "{untrusting:?}");
+    let plain = agent().get(url.replacen("https://", "http://", 1)).header("Authorization", format!("Bearer {token}")).call();
+    let plain = plain.map(|mut r| (r.status(), r.body_mut().read_to_string().unwrap_or_default()));
+    assert!(plain.as_ref().is_err() || plain.as_ref().is_ok_and(|(_, body)| !body.contains(CANARY)), "{plain:?}");
+    // The server still serves after both.
+    assert_eq!(server.call("GET", "/healthz", None, None).status, 200);
+    let (status, log) = server.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(!log.contains(CANARY) && !log.contains(&token), "{log}");
+
+    // Bad certificate or key files stop the server before it listens,
+    // with the option named.
+    let (_, other_cert, _) = test_ca_and_server_cert();
+    let mismatched = path("other.pem", &other_cert);
+    let empty = path("empty.pem", "");
+    for (cert, key, expect) in [
+        (mismatched.as_str(), key_file.as_str(), "--tls-cert/--tls-key"),
+        (empty.as_str(), key_file.as_str(), "--tls-cert"),
+        (cert_file.as_str(), empty.as_str(), "--tls-key"),
+        (cert_file.as_str(), "/nonexistent/key.pem", "--tls-key"),
+        (key_file.as_str(), key_file.as_str(), "--tls-cert"),
+    ] {
+        let o = store.cli(&["serve", "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{cert} {key}: {err}");
+        assert!(err.contains(expect) && !err.contains("listening"), "{cert} {key}: {err}");
+    }
+    // A certificate needs its key, and TLS and --insecure-listen exclude
+    // each other.
+    for args in [
+        &["serve", "--tls-cert", cert_file.as_str()][..],
+        &["serve", "--tls-cert", cert_file.as_str(), "--tls-key", key_file.as_str(), "--insecure-listen"][..],
+    ] {
+        let o = store.cli(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
 }

@@ -55,14 +55,19 @@
 //!   race between the check and the write); a mismatch is the host's
 //!   [`Error::VersionMismatch`](crate::Error::VersionMismatch), answered 412.
 //!
+//! - **Transport**: TLS (rustls, [`TlsConfig`]) on any address; plain
+//!   HTTP only on loopback unless the operator says `--insecure-listen`
+//!   (e.g. behind a TLS-terminating proxy on the same host). A client
+//!   gets [`server::HANDSHAKE_TIMEOUT`] for its handshake and
+//!   [`server::HEADER_TIMEOUT`] for a request's headers.
+//!
 //! # Does not protect (yet)
-//! - **No TLS**: tokens and values cross the connection in clear text. The
-//!   server therefore listens on loopback only unless told
-//!   `--insecure-listen` (e.g. behind a TLS-terminating proxy on the same
-//!   host).
-//! - No request or header timeouts (a slow client holds a connection, not
-//!   a call slot), no `last used` of tokens. Rate limits are per process
-//!   (N replicas allow N times the rate) and count only verified tokens.
+//! - No client certificates (mutual TLS), no certificate reload without a
+//!   restart, no HTTP/2.
+//! - A client that sends its headers and then its body slowly holds a
+//!   connection (not a call slot) until it is done. Rate limits are per
+//!   process (N replicas allow N times the rate) and count only verified
+//!   tokens.
 //! - Whoever can write the store can add tokens (it can also read every
 //!   secret with the master key); whoever can only read it sees token
 //!   metadata and hashes, never a usable token.
@@ -76,7 +81,7 @@
 //!   the status mapping; `request.rs`: request id, error bodies, the
 //!   outcome audit line, the log line; `audit.rs`: the audit log;
 //!   `ratelimit.rs`: token buckets; `metrics.rs`: `/metrics`;
-//!   `server.rs`: listening, loopback rule, graceful shutdown.
+//!   `server.rs`: listening, TLS, loopback rule, graceful shutdown.
 //!
 //! [`Secrets`]: crate::Secrets
 //! [`Scope`]: crate::Scope
@@ -105,7 +110,7 @@ pub use errors::ApiError;
 use metrics::Metrics;
 use ratelimit::RateLimiter;
 use request::RequestContext;
-pub use server::{ServeOutcome, check_listen, serve, shutdown_signal};
+pub use server::{ServeOutcome, TlsConfig, check_listen, serve, shutdown_signal};
 
 /// Default of [`ApiConfig::max_concurrent_calls`].
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 64;

@@ -104,7 +104,8 @@ pub enum Command {
     /// in the store as hashes only.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Serve the HTTP API on the store (plain HTTP, loopback only for now).
+    /// Serve the HTTP API on the store (HTTPS with --tls-cert/--tls-key;
+    /// plain HTTP on loopback only).
     /// Stops on SIGTERM or SIGINT after finishing requests in flight.
     #[cfg(feature = "http")]
     Serve(ServeArgs),
@@ -160,16 +161,23 @@ impl From<RoleArg> for secrets_host::tokens::Role {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on (port 0: any free port; the bound
-    /// address is printed on stderr). Plain HTTP is served on loopback
-    /// addresses only, unless --insecure-listen.
+    /// address is printed on stderr). Without TLS, loopback addresses
+    /// only, unless --insecure-listen.
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR:PORT")]
     pub listen: String,
+    /// Serve HTTPS with this certificate chain (PEM: the server's
+    /// certificate first, then intermediates).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Calls of the sandbox or the store running at once; more requests wait.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_concurrent_calls: u32,
     /// Serve plain HTTP on a non-loopback address (tokens and values then
     /// cross the network unencrypted: only behind a TLS-terminating proxy).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls_cert")]
     pub insecure_listen: bool,
     /// How long to let requests in flight finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]

@@ -1,7 +1,8 @@
 //! `secrets serve`: the HTTP API on the store (see `secrets_host::http`).
 //!
-//! Plain HTTP, on loopback addresses only unless `--insecure-listen`.
-//! Prints `listening on http://ADDR:PORT` on stderr once bound (so
+//! HTTPS with `--tls-cert`/`--tls-key`; plain HTTP on loopback addresses
+//! only unless `--insecure-listen`. Prints `listening on
+//! http(s)://ADDR:PORT` on stderr once bound (so
 //! `--listen 127.0.0.1:0` can be used by scripts and tests), one log line
 //! per request, and stops on SIGTERM or SIGINT: no new connections,
 //! requests in flight finish (for at most `--shutdown-timeout`), exit 0.
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use secrets_host::Secrets;
 use secrets_host::backends::Backend;
-use secrets_host::http::{ApiConfig, App, AuditLog, ServeOutcome, check_listen, serve, shutdown_signal};
+use secrets_host::http::{ApiConfig, App, AuditLog, ServeOutcome, TlsConfig, check_listen, serve, shutdown_signal};
 use secrets_host::tokens::TokenStore;
 
 use crate::CliError;
@@ -57,8 +58,12 @@ fn audit_log(path: &Path, sync: bool) -> Result<AuditLog, CliError> {
 
 pub fn run(secrets: Secrets, backend: Arc<dyn Backend>, args: ServeArgs) -> Result<u8, CliError> {
     let addr = resolve(&args.listen)?;
-    check_listen(addr, args.insecure_listen).map_err(usage)?;
-    if !addr.ip().is_loopback() {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key).map_err(CliError::error)?),
+        _ => None,
+    };
+    check_listen(addr, tls.is_some(), args.insecure_listen).map_err(usage)?;
+    if tls.is_none() && !addr.ip().is_loopback() {
         eprintln!("warning: serving plain HTTP on {addr} (--insecure-listen): tokens and values cross the network unencrypted");
     }
     if backend.describe() == "memory:" {
@@ -91,8 +96,9 @@ pub fn run(secrets: Secrets, backend: Arc<dyn Backend>, args: ServeArgs) -> Resu
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| CliError::error(format!("listening on {addr}: {e}")))?;
         let local = listener.local_addr().map_err(|e| CliError::error(format!("listening on {addr}: {e}")))?;
-        eprintln!("listening on http://{local}");
-        serve(listener, app, shutdown_signal(), args.shutdown_timeout)
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!("listening on {scheme}://{local}");
+        serve(listener, tls, app, shutdown_signal(), args.shutdown_timeout)
             .await
             .map_err(|e| CliError::error(format!("serving on {local}: {e}")))
     })?;
