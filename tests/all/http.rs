@@ -630,6 +630,8 @@ fn bad_input_is_refused_and_stores_nothing() {
         ("hidden key", "PUT", "/secrets/.env".into(), json_body(r#"{"type":"file","value":"v"}"#), 422),
         ("bad version", "GET", "/secrets/KEEP/value?version=0".into(), None, 400),
         ("non-numeric version", "GET", "/secrets/KEEP/value?version=x".into(), None, 400),
+        ("version with a leading zero", "GET", "/secrets/KEEP/value?version=01".into(), None, 400),
+        ("signed version", "GET", "/secrets/KEEP/value?version=%2B1".into(), None, 400),
         ("unknown query", "GET", "/secrets/KEEP/value?versoin=1".into(), None, 400),
         ("bad env format", "GET", "/env?format=yaml".into(), None, 400),
         // Routes without parameters refuse any: none is silently ignored.
@@ -718,6 +720,54 @@ fn hold_write_lock(store: &Store) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(store.dir.path().join("secrets.db")).unwrap();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     conn
+}
+
+#[test]
+fn a_request_that_finds_no_call_slot_in_time_is_busy_and_tokens_are_still_checked() {
+    let store = Store::new();
+    let (token, _) = store.token("acme", "write", None);
+    let t = Some(token.as_str());
+    let server = store.serve_with(&["--max-concurrent-calls", "1", "--max-call-wait", "1s"], &[]);
+    assert_eq!(server.call("PUT", "/v1/instances/web/secrets/K", t, Some(&json!({"type": "env", "value": "v"}))).status, 201);
+
+    // One PUT holds the only call slot, stuck behind the store's write lock.
+    let lock = hold_write_lock(&store);
+    let stuck = {
+        let agent = server.agent.clone();
+        let url = format!("{}/v1/instances/web/secrets/K", server.base);
+        let token = token.clone();
+        std::thread::spawn(move || {
+            agent
+                .put(url)
+                .header("Authorization", format!("Bearer {token}"))
+                .header("Content-Type", "application/json")
+                .send(r#"{"type":"env","value":"v2"}"#)
+                .map(|r| r.status().as_u16())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // Tokens are checked on slots of their own: a bad token is still told
+    // 401 at once, not queued behind the stuck call.
+    let started = Instant::now();
+    let r = server.call("GET", "/v1/instances/web/secrets", Some(&format!("sec_{}", "0".repeat(64))), None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
+    // A good one waits for a call slot for --max-call-wait, then gets 503
+    // busy with Retry-After; nothing was read.
+    let started = Instant::now();
+    let r = server.call("GET", "/v1/instances/web/secrets/K/value", t, None);
+    let waited = started.elapsed();
+    assert_eq!((r.status, r.json()["code"].as_str(), r.header("retry-after")), (503, Some("busy"), Some("1")), "{}", r.text());
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(!r.text().contains("\"v\""));
+    let metrics = server.call("GET", "/metrics", None, None).text();
+    assert!(metrics.contains("secrets_call_slot_timeouts_total 1\n"), "{metrics}");
+
+    // Once the slot is free, calls go through again.
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(stuck.join().unwrap().unwrap(), 200);
+    let r = server.call("GET", "/v1/instances/web/secrets/K/value", t, None);
+    assert_eq!((r.status, r.json()["value"].as_str()), (200, Some("v2")));
 }
 
 #[test]

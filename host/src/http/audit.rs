@@ -40,7 +40,8 @@
 //! `fsync`ed unless `--audit-sync`: a written line survives a crash of the
 //! server, not a crash of the machine; with `--audit-sync` every line is
 //! `fdatasync`ed before the request goes on (durable, and slower: lines are
-//! written one at a time). `-` writes to stderr, beside the server's log.
+//! written one at a time), except the outcome lines of requests without a
+//! valid token (401), so that a flood of them costs no disk flushes. `-` writes to stderr, beside the server's log.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -101,7 +102,10 @@ impl AuditLog {
         match &mut *sink {
             Sink::File { file, sync } => {
                 file.write_all(&bytes)?;
-                if *sync {
+                // Lines of requests without a valid token are not flushed
+                // to disk one by one: a flood of bad tokens must not turn
+                // into a flood of disk flushes.
+                if *sync && line.token_id.is_some() {
                     file.sync_data()?;
                 }
                 Ok(())

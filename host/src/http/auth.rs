@@ -89,7 +89,7 @@ impl<P: Permission> FromRequestParts<App> for Authorized<P> {
             .ok_or_else(|| ApiError::internal("a route without the request middleware"))?;
         ctx.set_operation(P::OPERATION);
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        let grant = app.call(None, "verify-token", move |inner| inner.tokens.verify(&token)).await??;
+        let grant = app.check("verify-token", move |inner| inner.tokens.verify(&token)).await??;
         ctx.set_caller(Caller { token_id: grant.token_id.clone(), tenant: grant.scope.name().to_owned() });
         if let Some(limiter) = &app.inner.limiter
             && let Err(retry_after) = limiter.check(&grant.token_id)

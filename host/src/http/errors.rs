@@ -120,6 +120,18 @@ impl ApiError {
         }
     }
 
+    /// 503: no call slot came free within `waited`; try again in a second.
+    pub fn busy(waited: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("the server is busy (no call slot free within {waited:?}); try again after Retry-After seconds"),
+            )
+        }
+    }
+
     /// 503: the audit log cannot be written, so the request is not carried
     /// out (or its values are withheld); `detail` goes to the log.
     pub fn audit_unavailable(message: impl Into<String>, detail: impl Into<String>) -> ApiError {

@@ -22,7 +22,9 @@ use serde::Serialize;
 use super::App;
 use super::auth::{Authorized, op};
 use super::errors::ApiError;
-use super::input::{InstancePath, KeyPath, NoQuery, none_match, query, set_body, set_precondition, wants_raw};
+use super::input::{
+    InstancePath, KeyPath, NoQuery, none_match, query, set_body, set_precondition, version_number, wants_raw,
+};
 use super::request;
 use crate::types::{SecretMeta, SecretType, SetRequest};
 
@@ -88,7 +90,7 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(app): State<App>) -> Result<Response, ApiError> {
-    app.call(None, "check-store", |inner| inner.tokens.check_store()).await??;
+    app.check("check-store", |inner| inner.tokens.check_store()).await??;
     Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ready" })))
 }
 
@@ -180,10 +182,10 @@ async fn value(
     for (_, v) in query(raw.as_deref(), &["version"])? {
         // An empty `version=` means the current one.
         if !v.is_empty() {
-            match v.parse::<u32>() {
-                Ok(n) if n >= 1 && !v.starts_with('+') => version = Some(n),
-                _ => return Err(ApiError::bad_request("version: must be a positive integer")),
-            }
+            let n = version_number(&v).ok_or_else(|| {
+                ApiError::bad_request("version: must be a positive integer without sign or leading zeros")
+            })?;
+            version = Some(n);
         }
     }
     // Checked before the call: a malformed header reads nothing.

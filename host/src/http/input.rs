@@ -131,13 +131,18 @@ fn single(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>,
     Ok(Some(value.trim()))
 }
 
-/// The version of an entity tag of ours, `"vN"` (N ≥ 1, no leading zero).
-fn our_etag(tag: &str) -> Option<u32> {
-    let digits = tag.strip_prefix("\"v")?.strip_suffix('"')?;
+/// A version number as the API writes them: decimal digits, N ≥ 1, no
+/// sign and no leading zero (so each version has one spelling).
+pub fn version_number(digits: &str) -> Option<u32> {
     if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok().filter(|v| *v >= 1)
+    digits.parse().ok()
+}
+
+/// The version of an entity tag of ours, `"vN"`.
+fn our_etag(tag: &str) -> Option<u32> {
+    version_number(tag.strip_prefix("\"v")?.strip_suffix('"')?)
 }
 
 /// The check-and-set of a PUT, from its headers, as

@@ -44,6 +44,7 @@ pub(crate) struct Metrics {
     calls: Mutex<BTreeMap<&'static str, Histogram>>,
     traps: AtomicU64,
     audit_failures: AtomicU64,
+    busy: AtomicU64,
 }
 
 /// A method as a label: the ones the API knows, else `other`.
@@ -92,6 +93,11 @@ impl Metrics {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request that found no call slot in time (503 `busy`).
+    pub(crate) fn busy(&self) {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Everything, in the text format; `slots` and `free` are the call
     /// slots and those not taken.
     pub(crate) fn render(&self, slots: usize, free: usize) -> String {
@@ -131,6 +137,11 @@ impl Metrics {
                 "secrets_audit_write_failures_total",
                 "Audit lines that could not be written.",
                 self.audit_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "secrets_call_slot_timeouts_total",
+                "Requests answered 503 busy: no call slot came free within --max-call-wait.",
+                self.busy.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in counters {

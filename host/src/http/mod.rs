@@ -41,8 +41,9 @@
 //!   appear in the log or in errors; only their ids do. Every response is
 //!   `Cache-Control: no-store`.
 //! - **Load**: sandbox and store calls run on tokio's blocking pool, at
-//!   most `max_concurrent_calls` at once (a semaphore; the rest wait), so
-//!   the async runtime never blocks; a trap is a 500 with the request id
+//!   most `max_concurrent_calls` at once (a semaphore; the rest wait, at
+//!   most `max_call_wait`, then 503 `busy`), so the async runtime never
+//!   blocks; token checks have slots of their own; a trap is a 500 with the request id
 //!   and the server keeps serving. With a rate limit, each token gets N
 //!   requests per second in this process ([`ratelimit`]; 429 beyond).
 //! - **Audit** ([`audit`]): with an audit log, every `/v1` request gets an
@@ -98,7 +99,7 @@ pub mod server;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -115,6 +116,9 @@ pub use server::{ServeOutcome, TlsConfig, check_listen, serve, shutdown_signal};
 /// Default of [`ApiConfig::max_concurrent_calls`].
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 64;
 
+/// Default of [`ApiConfig::max_call_wait`].
+pub const DEFAULT_MAX_CALL_WAIT: Duration = Duration::from_secs(10);
+
 /// Default of [`ApiConfig::body_limit`]: a 64 KiB value in base64 (87,384
 /// bytes) with room for the rest of the JSON.
 pub const DEFAULT_BODY_LIMIT: usize = 96 * 1024;
@@ -122,8 +126,14 @@ pub const DEFAULT_BODY_LIMIT: usize = 96 * 1024;
 /// How the API runs.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// Calls of the sandbox or the store running at once; more wait.
+    /// Calls of the sandbox or the store running at once; more wait. Token
+    /// checks (and `/readyz`) have as many slots again, of their own, so
+    /// a flood of made-up tokens cannot starve callers with real ones, nor
+    /// slow calls keep tokens from being checked.
     pub max_concurrent_calls: usize,
+    /// How long a request waits for a slot before it is answered 503
+    /// `busy` with `Retry-After: 1`.
+    pub max_call_wait: Duration,
     /// Largest request body, in bytes (413 above).
     pub body_limit: usize,
     /// Requests per second and token, in bursts of as many (429 above);
@@ -137,6 +147,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_call_wait: DEFAULT_MAX_CALL_WAIT,
             body_limit: DEFAULT_BODY_LIMIT,
             rate_limit: None,
             audit: None,
@@ -151,6 +162,7 @@ pub(crate) struct Inner {
     pub(crate) limiter: Option<RateLimiter>,
     pub(crate) metrics: Metrics,
     calls: Arc<Semaphore>,
+    checks: Arc<Semaphore>,
 }
 
 /// What a call returned, as far as the metrics care: whether it trapped.
@@ -187,8 +199,9 @@ impl App {
     /// same store).
     pub fn new(secrets: Secrets, tokens: TokenStore, config: ApiConfig) -> App {
         let calls = Arc::new(Semaphore::new(config.max_concurrent_calls.max(1)));
+        let checks = Arc::new(Semaphore::new(config.max_concurrent_calls.max(1)));
         let limiter = config.rate_limit.map(RateLimiter::new);
-        App { inner: Arc::new(Inner { secrets, tokens, config, limiter, metrics: Metrics::default(), calls }) }
+        App { inner: Arc::new(Inner { secrets, tokens, config, limiter, metrics: Metrics::default(), calls, checks }) }
     }
 
     /// The routes, with their middleware, ready for [`serve`] (or to nest
@@ -199,8 +212,9 @@ impl App {
 
     /// Runs a blocking call (sandbox or store), named `name` in the
     /// metrics, on the blocking pool, at most `max_concurrent_calls` at
-    /// once. A call keeps its slot until it ends, even when the client has
-    /// gone.
+    /// once; a request that waits longer than `max_call_wait` for a slot
+    /// is answered 503 `busy`. A call keeps its slot until it ends, even
+    /// when the client has gone.
     ///
     /// With an audit log, the call of a request that returns values or
     /// writes (`ctx`) is preceded by its intent line, on the same thread;
@@ -216,7 +230,34 @@ impl App {
             (Some(ctx), Some(log)) if ctx.needs_intent() => Some((log.clone(), ctx.audit_line("intent"))),
             _ => None,
         };
-        let permit = self.inner.calls.clone().acquire_owned().await.map_err(|_| ApiError::internal("call slots closed"))?;
+        self.run(&self.inner.calls, intent, name, f).await
+    }
+
+    /// Like [`App::call`], for checking a token or the store, on slots of
+    /// their own.
+    pub(crate) async fn check<R: CallResult + Send + 'static>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&Inner) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        self.run(&self.inner.checks, None, name, f).await
+    }
+
+    async fn run<R: CallResult + Send + 'static>(
+        &self,
+        slots: &Arc<Semaphore>,
+        intent: Option<(Arc<AuditLog>, audit::AuditLine)>,
+        name: &'static str,
+        f: impl FnOnce(&Inner) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let wait = self.inner.config.max_call_wait;
+        let permit = match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
+            Ok(permit) => permit.map_err(|_| ApiError::internal("call slots closed"))?,
+            Err(_) => {
+                self.inner.metrics.busy();
+                return Err(ApiError::busy(wait));
+            }
+        };
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;

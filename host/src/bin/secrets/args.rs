@@ -175,6 +175,10 @@ pub struct ServeArgs {
     /// Calls of the sandbox or the store running at once; more requests wait.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_concurrent_calls: u32,
+    /// How long a request waits for a call slot before it gets 503 busy
+    /// (with Retry-After: 1).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_call_wait: Duration,
     /// Serve plain HTTP on a non-loopback address (tokens and values then
     /// cross the network unencrypted: only behind a TLS-terminating proxy).
     #[arg(long, conflicts_with = "tls_cert")]

@@ -80,13 +80,14 @@ pub fn run(secrets: Secrets, backend: Arc<dyn Backend>, args: ServeArgs) -> Resu
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("secrets-serve")
-        // The call slots, and a few threads for audit lines (written
-        // outside the slots).
-        .max_blocking_threads(calls + 4)
+        // The call slots, as many for token checks, and a few threads for
+        // audit lines (written outside the slots).
+        .max_blocking_threads(2 * calls + 4)
         .build()
         .map_err(|e| CliError::error(format!("starting the runtime: {e}")))?;
     let config = ApiConfig {
         max_concurrent_calls: calls,
+        max_call_wait: args.max_call_wait,
         rate_limit: args.rate_limit.and_then(NonZeroU32::new),
         audit,
         ..ApiConfig::default()
