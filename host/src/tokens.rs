@@ -17,6 +17,7 @@
 //! | `sys/tokens/h/<sha256 hex>` | the token's record: [`TokenInfo`] plus its hash |
 //! | `sys/tokens/id/<id>` | the hash, so `revoke ID` finds the record |
 //! | `sys/tokens/index` | every token's [`TokenInfo`], for `list` |
+//! | `sys/tokens/used/<id>` | when it was last used (Unix ms, decimal) |
 //!
 //! The id is 12 hex characters of its own randomness, not derived from the
 //! token: knowing an id (it is printed, logged, and later in the audit log)
@@ -31,6 +32,11 @@
 //! record is deleted. There is **no cache**: every request reads the store,
 //! so a revocation through one replica of a shared store (PostgreSQL,
 //! OpenBao) is refused by every other one from its next request on.
+//!
+//! A verified token's *last use* is written at most once per
+//! [`LAST_USED_EVERY`] per token and process (one small write
+//! transaction), so `list` shows it to that precision at no cost per
+//! request; a failed write is logged and does not fail the request.
 
 use std::fmt;
 use std::str::FromStr;
@@ -56,6 +62,10 @@ pub const MAX_NAME_BYTES: usize = 64;
 /// Longest time to live a token may be given (about 10 years).
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
+/// How stale a token's recorded last use may be: a process records a use
+/// when its last record of that token is older than this.
+pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
+
 /// What token writers serialise on; disjoint from every tenant's scope.
 const LOCK_SCOPE: &str = "sys/tokens";
 const INDEX_KEY: &str = "sys/tokens/index";
@@ -66,6 +76,10 @@ fn hash_key(hash_hex: &str) -> String {
 
 fn id_key(id: &str) -> String {
     format!("sys/tokens/id/{id}")
+}
+
+fn used_key(id: &str) -> String {
+    format!("sys/tokens/used/{id}")
 }
 
 fn now_ms() -> u64 {
@@ -285,6 +299,17 @@ impl TokenInfo {
     }
 }
 
+/// A token as `list` shows it: what is known about it and when it was
+/// last used (to [`LAST_USED_EVERY`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenListing {
+    /// The token's metadata.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// Unix milliseconds of its last recorded use; `None`: never used.
+    pub last_used_ms: Option<u64>,
+}
+
 /// The record under `sys/tokens/h/<hash>`.
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -329,6 +354,8 @@ pub struct NewToken {
 #[derive(Clone)]
 pub struct TokenStore {
     backend: Arc<dyn Backend>,
+    /// When this process last recorded each token's use (Unix ms).
+    recorded_uses: Arc<parking_lot::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 impl fmt::Debug for TokenStore {
@@ -368,7 +395,7 @@ pub fn is_token_id(id: &str) -> bool {
 impl TokenStore {
     /// The tokens kept in `backend` (the same store as the secrets).
     pub fn new(backend: Arc<dyn Backend>) -> TokenStore {
-        TokenStore { backend }
+        TokenStore { backend, recorded_uses: Arc::default() }
     }
 
     /// Creates a token. The returned [`Token`] is the only copy there will
@@ -418,12 +445,27 @@ impl TokenStore {
 
     /// Every token's metadata, oldest first (expired ones included, until
     /// revoked).
-    pub fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
+    pub fn list(&self) -> Result<Vec<TokenListing>, TokenError> {
         let mut txn = self.backend.begin(Access::Read, LOCK_SCOPE)?;
         let mut index: Index = read_json(&mut *txn, INDEX_KEY)?.unwrap_or_default();
         // Stable: tokens created in the same millisecond keep their order.
         index.tokens.sort_by_key(|t| t.created_ms);
-        Ok(index.tokens)
+        let keys: Vec<String> = index.tokens.iter().map(|t| used_key(&t.id)).collect();
+        let used = txn.retrieve_many(&keys)?;
+        index
+            .tokens
+            .into_iter()
+            .zip(used)
+            .map(|(info, used)| {
+                let last_used_ms = match used {
+                    None => None,
+                    Some(bytes) => Some(std::str::from_utf8(&bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(
+                        || TokenError::Store(VaultError::Corrupt(format!("token record {}", used_key(&info.id)))),
+                    )?),
+                };
+                Ok(TokenListing { info, last_used_ms })
+            })
+            .collect()
     }
 
     /// Revokes the token with this id: its record is deleted, so the next
@@ -451,8 +493,10 @@ impl TokenStore {
         };
         txn.delete(&hash_key(&hash))?;
         txn.delete(&id_key(id))?;
+        txn.delete(&used_key(id))?;
         write_json(&mut *txn, INDEX_KEY, &index)?;
         txn.commit()?;
+        self.recorded_uses.lock().remove(id);
         Ok(info)
     }
 
@@ -479,7 +523,32 @@ impl TokenStore {
         }
         let scope = Scope::tenant(&record.info.tenant)
             .map_err(|e| TokenError::Store(VaultError::Corrupt(format!("token {}: {e}", record.info.id))))?;
+        if let Err(e) = self.record_use(&record.info.id, now) {
+            tracing::warn!(token_id = %record.info.id, "recording the token's last use: {e}");
+        }
         Ok(Grant { token_id: record.info.id, scope, role: record.info.role })
+    }
+
+    /// Records that token `id` was used at `now`, unless this process did
+    /// so less than [`LAST_USED_EVERY`] ago. A token revoked meanwhile
+    /// gets no record.
+    fn record_use(&self, id: &str, now: u64) -> Result<(), TokenError> {
+        {
+            let mut recorded = self.recorded_uses.lock();
+            let every = LAST_USED_EVERY.as_millis() as u64;
+            if recorded.get(id).is_some_and(|&at| now.saturating_sub(at) < every) {
+                return Ok(());
+            }
+            // Marked before the write: concurrent requests of the token do
+            // not write too, and a failing store is not retried per request.
+            recorded.insert(id.to_owned(), now);
+        }
+        let mut txn = self.backend.begin(Access::Write, LOCK_SCOPE)?;
+        if txn.retrieve(&id_key(id))?.is_none() {
+            return Ok(());
+        }
+        txn.store(&used_key(id), now.to_string().as_bytes())?;
+        Ok(txn.commit()?)
     }
 
     /// Whether the store answers: one read transaction reading the token
@@ -571,7 +640,10 @@ mod tests {
         let grant = tokens.verify(&t).unwrap();
         assert_eq!(grant, Grant { token_id: info.id.clone(), scope: Scope::tenant("acme").unwrap(), role: Role::Write });
         let (t2, info2) = tokens.create(new_token("other", Role::Inject, None)).unwrap();
-        assert_eq!(tokens.list().unwrap(), vec![info.clone(), info2.clone()]);
+        let listing = |info: &TokenInfo, last_used_ms| TokenListing { info: info.clone(), last_used_ms };
+        let used = tokens.list().unwrap()[0].last_used_ms.expect("verify records the use");
+        assert!(used >= info.created_ms, "{used}");
+        assert_eq!(tokens.list().unwrap(), vec![listing(&info, Some(used)), listing(&info2, None)]);
 
         // Only hashes are stored: no entry holds the token's random part.
         let mut txn = backend.begin(Access::Read, LOCK_SCOPE).unwrap();
@@ -585,10 +657,36 @@ mod tests {
         assert_eq!(tokens.revoke(&info.id).unwrap(), info);
         assert_eq!(tokens.verify(&t).unwrap_err(), TokenError::Unknown);
         assert_eq!(tokens.revoke(&info.id).unwrap_err(), TokenError::NotFound(info.id.clone()));
-        assert_eq!(tokens.list().unwrap(), vec![info2]);
+        assert_eq!(tokens.list().unwrap(), vec![listing(&info2, None)]);
+        let mut txn = backend.begin(Access::Read, LOCK_SCOPE).unwrap();
+        assert_eq!(txn.retrieve(&used_key(&info.id)).unwrap(), None, "revoke removes the last use");
+        drop(txn);
         assert_eq!(tokens.verify(&t2).unwrap().role, Role::Inject);
         let unknown = Token::generate().unwrap();
         assert_eq!(tokens.verify(&unknown).unwrap_err(), TokenError::Unknown);
+    }
+
+    #[test]
+    fn last_use_is_written_at_most_once_a_minute_per_process() {
+        let (tokens, backend) = store();
+        let (t, info) = tokens.create_at(new_token("acme", Role::Read, None), 1_000).unwrap();
+        let last_used = || tokens.list().unwrap()[0].last_used_ms;
+        assert_eq!(last_used(), None);
+        tokens.verify_at(&t, 10_000).unwrap();
+        assert_eq!(last_used(), Some(10_000));
+        tokens.verify_at(&t, 69_999).unwrap();
+        assert_eq!(last_used(), Some(10_000), "within a minute: not written again");
+        tokens.verify_at(&t, 70_000).unwrap();
+        assert_eq!(last_used(), Some(70_000));
+        // Another process (another TokenStore) records its own uses.
+        let other = TokenStore::new(backend.clone());
+        other.verify_at(&t, 80_000).unwrap();
+        assert_eq!(last_used(), Some(80_000));
+        // A corrupt record is an error of `list`, not a guess.
+        let mut txn = backend.begin(Access::Write, LOCK_SCOPE).unwrap();
+        txn.store(&used_key(&info.id), b"yesterday").unwrap();
+        txn.commit().unwrap();
+        assert!(matches!(tokens.list().unwrap_err(), TokenError::Store(VaultError::Corrupt(_))));
     }
 
     #[test]

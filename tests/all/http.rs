@@ -860,6 +860,19 @@ fn token_commands() {
     assert_eq!(row["expires_ms"].as_u64().unwrap() - row["created_ms"].as_u64().unwrap(), thirty_days);
     assert_eq!(row["expired"], json!(false));
     assert_eq!(rows.as_array().unwrap().len(), 3);
+    assert!(rows.as_array().unwrap().iter().all(|r| r["last_used_ms"].is_null()), "{listed}");
+
+    // A token's use through the server shows in `list` (to the minute).
+    let server = store.serve(&[]);
+    assert_eq!(server.call("GET", "/v1/instances/web/secrets", Some(&t1), None).status, 404);
+    drop(server);
+    let rows: Value = serde_json::from_str(&store.cli_ok(&["token", "list", "--json"])).unwrap();
+    let used = |id: &str| rows.as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["last_used_ms"].clone();
+    assert!(used(&id1).as_u64().is_some_and(|ms| ms >= row["created_ms"].as_u64().unwrap()), "{rows}");
+    assert!(used(&id2).is_null(), "{rows}");
+    let table = store.cli_ok(&["token", "list"]);
+    assert!(table.lines().next().unwrap().ends_with("LAST USED"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with(&id2) && l.ends_with("never")), "{table}");
 
     // Revoke: by id; an unknown id is "not found" (3); a token pasted by
     // mistake is refused without being repeated.

@@ -66,7 +66,7 @@ pub fn run(tokens: &TokenStore, command: TokenCommand, tenant: Option<&Scope>) -
                     .iter()
                     .map(|t| {
                         let mut v = serde_json::to_value(t).unwrap_or_default();
-                        v["expired"] = t.is_expired_at(now).into();
+                        v["expired"] = t.info.is_expired_at(now).into();
                         v
                     })
                     .collect();
@@ -77,17 +77,19 @@ pub fn run(tokens: &TokenStore, command: TokenCommand, tenant: Option<&Scope>) -
                 let rows = list
                     .iter()
                     .map(|t| {
+                        let info = &t.info;
                         vec![
-                            t.id.clone(),
-                            t.tenant.clone(),
-                            t.role.to_string(),
-                            t.name.clone().unwrap_or_else(|| "-".into()),
-                            time(t.created_ms),
-                            expires(t),
+                            info.id.clone(),
+                            info.tenant.clone(),
+                            info.role.to_string(),
+                            info.name.clone().unwrap_or_else(|| "-".into()),
+                            time(info.created_ms),
+                            expires(info),
+                            t.last_used_ms.map_or_else(|| "never".into(), time),
                         ]
                     })
                     .collect();
-                out(table(&["ID", "TENANT", "ROLE", "NAME", "CREATED", "EXPIRES"], rows).as_bytes())?;
+                out(table(&["ID", "TENANT", "ROLE", "NAME", "CREATED", "EXPIRES", "LAST USED"], rows).as_bytes())?;
             }
         }
         TokenCommand::Revoke { id } => {
