@@ -22,20 +22,28 @@ fn cache_home() -> &'static Path {
     DIR.get_or_init(|| tempfile::tempdir().unwrap().keep())
 }
 
-/// A fresh SQLite store and the CLI on it.
+/// A store (a fresh SQLite one unless told otherwise) and the CLI on it.
 struct Store {
     dir: tempfile::TempDir,
+    url: String,
 }
 
 impl Store {
     fn new() -> Store {
-        Store { dir: tempfile::tempdir().unwrap() }
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("secrets.db").display());
+        Store { dir, url }
+    }
+
+    /// The store at `url` (its key from SECRETS_MASTER_KEY).
+    fn at(url: String) -> Store {
+        Store { dir: tempfile::tempdir().unwrap(), url }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--store")
-            .arg(format!("sqlite:{}", self.dir.path().join("secrets.db").display()))
+            .arg(&self.url)
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap())
@@ -821,6 +829,72 @@ fn sigterm_finishes_requests_in_flight_within_the_grace_period() {
     // Nothing of the abandoned PUT was committed: K is still at version 1.
     let o = store.cli_ok(&["--tenant", "acme", "versions", "web", "K", "--json"]);
     assert_eq!(serde_json::from_str::<Value>(&o).unwrap().as_array().unwrap().len(), 1);
+}
+
+/// Two `secrets serve` on one PostgreSQL store: each sees the other's
+/// writes, versions stay 1..N under concurrent PUTs through both, and a
+/// revoked token is refused by both.
+#[test]
+fn two_replicas_on_one_postgres_store() {
+    let schema = crate::postgres::TestSchema::new("http-replicas");
+    let store = Store::at(schema.url());
+    let (token, id) = store.token("acme", "write", None);
+    let t = Some(token.as_str());
+    let (a, b) = (store.serve(&[]), store.serve(&[]));
+    let put = |server: &Server, value: &str| {
+        server.call("PUT", "/v1/instances/web/secrets/K", t, Some(&json!({"type": "env", "value": value})))
+    };
+    let value = |server: &Server| server.call("GET", "/v1/instances/web/secrets/K/value", t, None).json();
+
+    // Writes through either are seen by both.
+    assert_eq!(put(&a, "from-a").status, 201);
+    assert_eq!(value(&b)["value"], "from-a");
+    assert_eq!(put(&b, "from-b").status, 200);
+    assert_eq!((value(&a)["value"].as_str(), value(&a)["version"].as_u64()), (Some("from-b"), Some(2)));
+
+    // Concurrent PUTs through both: every one acknowledged with its own
+    // version, and the versions are exactly 3..=N+2.
+    const WRITERS_PER_SERVER: usize = 3;
+    const PUTS_EACH: usize = 6;
+    let acknowledged: Vec<(u64, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = [&a, &b]
+            .into_iter()
+            .flat_map(|server| (0..WRITERS_PER_SERVER).map(move |w| (server, w)))
+            .enumerate()
+            .map(|(n, (server, _))| {
+                let put = &put;
+                s.spawn(move || {
+                    (0..PUTS_EACH)
+                        .map(|i| {
+                            let v = format!("w{n}-{i}");
+                            let r = put(server, &v);
+                            assert_eq!(r.status, 200, "{}", r.text());
+                            (r.json()["version"].as_u64().unwrap(), v)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let total = 2 * WRITERS_PER_SERVER * PUTS_EACH;
+    let mut versions: Vec<u64> = acknowledged.iter().map(|(v, _)| *v).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (3..3 + total as u64).collect::<Vec<_>>());
+    let meta = b.call("GET", "/v1/instances/web/secrets/K", t, None).json();
+    let listed: Vec<u64> = meta["versions"].as_array().unwrap().iter().map(|m| m["version"].as_u64().unwrap()).collect();
+    assert_eq!(listed, (1..3 + total as u64).collect::<Vec<_>>());
+    // Each acknowledged version holds the value that was written as it.
+    for (version, written) in acknowledged.iter().step_by(5) {
+        let r = a.call("GET", &format!("/v1/instances/web/secrets/K/value?version={version}"), t, None);
+        assert_eq!(r.json()["value"].as_str(), Some(written.as_str()), "version {version}");
+    }
+
+    // A revoked token is refused by both replicas at once (no cache).
+    store.cli_ok(&["token", "revoke", &id]);
+    for server in [&a, &b] {
+        assert_eq!(server.call("GET", "/v1/instances/web/secrets", t, None).status, 401);
+    }
 }
 
 #[test]

@@ -54,17 +54,17 @@ fn admin() -> postgres::Client {
 }
 
 /// A schema for one test, dropped (with its tables) when the test ends.
-struct TestSchema {
+pub(crate) struct TestSchema {
     name: String,
 }
 
 impl TestSchema {
     /// Names a schema; the backend creates it on first connect.
-    fn new(label: &str) -> TestSchema {
+    pub(crate) fn new(label: &str) -> TestSchema {
         TestSchema { name: format!("t_{}", unique(label).replace('-', "_")) }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         with_params(&base_url(), &format!("schema={}", self.name))
     }
 
