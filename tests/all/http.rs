@@ -897,6 +897,71 @@ fn two_replicas_on_one_postgres_store() {
     }
 }
 
+/// A store that stops answering makes requests 503 `unavailable` (with
+/// no value, and `/readyz` says so) until it answers again.
+#[test]
+fn an_unavailable_store_is_a_503_until_it_answers_again() {
+    use crate::postgres::{server_addr, via, with_params};
+    let schema = crate::postgres::TestSchema::new("http-unavailable");
+    let proxy = crate::fault_proxy::FaultProxy::start(server_addr());
+    let store = Store::at(with_params(&via(&schema.url(), proxy.addr()), "timeout=1&lock_timeout=1"));
+    let (token, _) = store.token("acme", "write", None);
+    let t = Some(token.as_str());
+    let server = store.serve(&[]);
+    let r = server.call("PUT", "/v1/instances/web/secrets/K", t, Some(&json!({"type": "env", "value": CANARY})));
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    proxy.freeze();
+    for (method, path) in [("GET", "/v1/instances/web/secrets/K/value"), ("GET", "/v1/instances/web/env"), ("GET", "/readyz")] {
+        let started = Instant::now();
+        let r = server.raw(method, path, t, None, &[]);
+        assert_eq!(r.status, 503, "{path}: {}", r.text());
+        assert!(started.elapsed() < Duration::from_secs(10), "{path}: {:?}", started.elapsed());
+        assert!(!r.text().contains(CANARY), "{path}: {}", r.text());
+        if path != "/readyz" {
+            assert_eq!(r.json()["code"], "unavailable", "{}", r.text());
+        }
+    }
+
+    proxy.thaw();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = server.call("GET", "/v1/instances/web/secrets/K/value", t, None);
+        if r.status != 503 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((r.status, r.json()["value"].as_str()), (200, Some(CANARY)), "{}", r.text());
+    assert_eq!(server.call("GET", "/readyz", None, None).status, 200);
+}
+
+/// `--audit-log -`: the audit lines go to stderr, beside the log, and
+/// hold no value.
+#[test]
+fn the_audit_log_can_go_to_stderr() {
+    let store = Store::new();
+    let (token, id) = store.token("acme", "write", None);
+    let t = Some(token.as_str());
+    let server = store.serve_with(&["--audit-log", "-"], &[]);
+    assert_eq!(server.call("PUT", "/v1/instances/web/secrets/K", t, Some(&json!({"type": "env", "value": CANARY}))).status, 201);
+    assert_eq!(server.call("GET", "/v1/instances/web/secrets/K/value", t, None).status, 200);
+    let (status, log) = server.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let lines: Vec<Value> = log.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<(&str, &str, Option<u64>)> = lines
+        .iter()
+        .map(|l| (l["event"].as_str().unwrap(), l["method"].as_str().unwrap(), l["status"].as_u64()))
+        .collect();
+    assert_eq!(
+        events,
+        [("intent", "PUT", None), ("outcome", "PUT", Some(201)), ("intent", "GET", None), ("outcome", "GET", Some(200))],
+        "{log}"
+    );
+    assert!(lines.iter().all(|l| l["token_id"] == id.as_str() && l["key"] == "K"), "{log}");
+    assert!(!log.contains(CANARY) && !log.contains(&token), "{log}");
+}
+
 #[test]
 fn token_commands() {
     let store = Store::new();

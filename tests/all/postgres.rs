@@ -35,7 +35,7 @@ fn base_url() -> String {
 }
 
 /// `url` with `params` appended to its query.
-fn with_params(url: &str, params: &str) -> String {
+pub(crate) fn with_params(url: &str, params: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{params}")
 }
@@ -812,14 +812,14 @@ fn a_writer_behind_a_stuck_writer_gives_up_after_lock_timeout() {
 // A server that stops answering.
 
 /// `url` pointing at `addr` instead of the test server's host and port.
-fn via(url: &str, addr: std::net::SocketAddr) -> String {
+pub(crate) fn via(url: &str, addr: std::net::SocketAddr) -> String {
     let (scheme_user, rest) = url.split_once('@').expect("the test URL names a user");
     let path = &rest[rest.find('/').expect("the test URL names a database")..];
     format!("{scheme_user}@{addr}{path}")
 }
 
 /// The test server's address.
-fn server_addr() -> std::net::SocketAddr {
+pub(crate) fn server_addr() -> std::net::SocketAddr {
     let url = base_url();
     let host_port = url.split_once('@').unwrap().1.split('/').next().unwrap().to_owned();
     std::net::ToSocketAddrs::to_socket_addrs(&host_port).unwrap().next().unwrap()
