@@ -265,10 +265,14 @@ impl Drop for Server {
 }
 
 fn sigterm(child: &Child) {
+    signal(child, libc::SIGTERM);
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
     // SAFETY: signalling our own child process.
     #[allow(unsafe_code, reason = "kill(2) of our own child")]
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM)
+        libc::kill(child.id() as i32, signal)
     };
 }
 
@@ -712,6 +716,15 @@ fn sigterm_stops_the_server_with_exit_0_and_plain_http_stays_on_loopback() {
     assert!(lines[1].contains("method=GET") && lines[1].contains("route=/v1/instances/{instance}/env") && lines[1].contains("status=404"), "{log}");
     assert!(lines[1].contains("duration_ms=") && lines[1].contains("request_id="), "{log}");
     assert!(base.starts_with("http://127.0.0.1:"));
+
+    // SIGINT (Ctrl-C) stops it the same way.
+    let mut server = store.serve(&[]);
+    assert_eq!(server.call("GET", "/healthz", None, None).status, 200);
+    let mut child = server.child.take().unwrap();
+    signal(&child, libc::SIGINT);
+    assert_eq!(wait(&mut child, Duration::from_secs(60)).code(), Some(0));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(server.log().trim_end().ends_with("stopped"), "{}", server.log());
 
     // Plain HTTP elsewhere than loopback needs --insecure-listen.
     let o = store.cli(&["serve", "--listen", "0.0.0.0:0"]);
