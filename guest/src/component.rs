@@ -89,6 +89,8 @@ fn meta_out(m: model::SecretMeta) -> wit::SecretMeta {
         created_at: m.created_at,
         size: m.size,
         not_after: m.not_after,
+        deleted_at: m.deleted_at,
+        destroyed: m.destroyed,
     }
 }
 
@@ -165,5 +167,25 @@ impl Guest for Component {
 
     fn rotate_instance(instance_id: String) -> Result<Vec<(String, u32)>, wit::Error> {
         secrets().rotate_instance(&instance_id).map_err(error_out)
+    }
+
+    fn delete_versions(instance_id: String, key: String, versions: Vec<u32>) -> Result<(), wit::Error> {
+        secrets().delete_versions(&instance_id, &key, &versions).map_err(error_out)
+    }
+
+    fn undelete(instance_id: String, key: String, versions: Vec<u32>) -> Result<(), wit::Error> {
+        secrets().undelete(&instance_id, &key, &versions).map_err(error_out)
+    }
+
+    fn destroy(instance_id: String, key: String, versions: Vec<u32>) -> Result<(), wit::Error> {
+        secrets().destroy(&instance_id, &key, &versions).map_err(error_out)
+    }
+
+    fn rollback(instance_id: String, key: String, version: u32) -> Result<wit::SecretMeta, wit::Error> {
+        secrets().rollback(&instance_id, &key, version).map(meta_out).map_err(error_out)
+    }
+
+    fn instances() -> Result<Vec<String>, wit::Error> {
+        secrets().instances().map_err(error_out)
     }
 }

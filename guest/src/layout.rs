@@ -9,7 +9,14 @@
 //! i/<hex instance>/index                  the instance's index: one entry per key
 //! i/<hex instance>/k/<hex key>/meta       the key's version history
 //! i/<hex instance>/k/<hex key>/v/<n>      the value of version n
+//! instances                               the tenant's instances
 //! ```
+
+/// The tenant's list of instances (the host prefixes every key with the
+/// tenant; `i/...` keys cannot collide with it).
+pub fn instances() -> String {
+    "instances".to_owned()
+}
 
 /// The instance's index (read by `list`, `inject`, `mounts`).
 pub fn index(instance_id: &str) -> String {

@@ -41,6 +41,10 @@ pub struct SecretMeta {
     pub size: u32,
     /// tls only: the leaf certificate's not-after, unix seconds.
     pub not_after: Option<i64>,
+    /// When the version was soft-deleted, unix milliseconds.
+    pub deleted_at: Option<u64>,
+    /// Whether its value was destroyed.
+    pub destroyed: bool,
 }
 
 /// One version of a secret with its value.

@@ -2,7 +2,7 @@
 //! version history and an instance's index. Both are JSON with a format
 //! number, so a later release can migrate them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,28 @@ pub struct VersionRecord {
     pub size: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<i64>,
+    /// Soft-deleted at (unix ms): the value is kept but reads as absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<u64>,
+    /// The value was removed for good.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub destroyed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl VersionRecord {
+    /// A live version, set at `created_at`.
+    pub fn new(version: u32, created_at: u64, size: u32, not_after: Option<i64>) -> Self {
+        VersionRecord { version, created_at, size, not_after, deleted_at: None, destroyed: false }
+    }
+
+    /// Whether its value may be read: neither deleted nor destroyed.
+    pub fn readable(&self) -> bool {
+        self.deleted_at.is_none() && !self.destroyed
+    }
 }
 
 /// A key's history: its type and its retained versions, oldest first. The
@@ -37,6 +59,10 @@ impl KeyRecord {
 
     pub fn find(&self, version: u32) -> Option<&VersionRecord> {
         self.versions.iter().find(|v| v.version == version)
+    }
+
+    pub fn find_mut(&mut self, version: u32) -> Option<&mut VersionRecord> {
+        self.versions.iter_mut().find(|v| v.version == version)
     }
 
     /// Appends `next`, then drops the oldest versions beyond `keep`; returns
@@ -75,6 +101,15 @@ impl IndexEntry {
     }
 }
 
+/// The tenant's instances that hold keys (written when an instance gains
+/// its first key or loses its last one, and by any set of an instance it
+/// does not list yet).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InstancesRecord {
+    pub format: u32,
+    pub instances: BTreeSet<String>,
+}
+
 pub fn meta(instance_id: &str, key: &str, kind: SecretType, v: &VersionRecord) -> SecretMeta {
     SecretMeta {
         instance_id: instance_id.to_owned(),
@@ -84,6 +119,8 @@ pub fn meta(instance_id: &str, key: &str, kind: SecretType, v: &VersionRecord) -
         created_at: v.created_at,
         size: v.size,
         not_after: v.not_after,
+        deleted_at: v.deleted_at,
+        destroyed: v.destroyed,
     }
 }
 
@@ -101,7 +138,7 @@ mod tests {
     use crate::model::VaultError;
 
     fn v(n: u32) -> VersionRecord {
-        VersionRecord { version: n, created_at: n as u64, size: 1, not_after: None }
+        VersionRecord::new(n, n as u64, 1, None)
     }
 
     #[test]
@@ -126,5 +163,19 @@ mod tests {
         let back: IndexRecord = decode("index", &encode(&idx)).unwrap();
         assert_eq!(back, idx);
         assert!(matches!(decode::<IndexRecord>("index", b"{"), Err(Error::Vault(VaultError::Corrupt(_)))));
+    }
+
+    #[test]
+    fn lifecycle_fields_are_written_only_when_set_and_old_records_read() {
+        let live = v(1);
+        assert_eq!(String::from_utf8(encode(&live)).unwrap(), r#"{"version":1,"created_at":1,"size":1}"#);
+        let gone = VersionRecord { deleted_at: Some(7), destroyed: true, ..v(1) };
+        let back: VersionRecord = decode("key", &encode(&gone)).unwrap();
+        assert_eq!(back, gone);
+        assert!(!back.readable() && v(1).readable());
+        // A record written before the lifecycle existed reads as live.
+        let old: KeyRecord =
+            decode("key", br#"{"format":1,"kind":"env","versions":[{"version":1,"created_at":5,"size":3}]}"#).unwrap();
+        assert!(old.current().unwrap().readable());
     }
 }

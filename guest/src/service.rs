@@ -25,11 +25,25 @@
 //! The host makes each call one transaction, so only a backend without
 //! transactions (OpenBao) can show these states, after a crash during its
 //! commit.
+//!
+//! The version lifecycle (`delete_versions`, `undelete`, `destroy`,
+//! `rollback`) marks versions in the key record (and in the index entry
+//! when the current version changes): a soft-deleted or destroyed version
+//! reads as absent, and a key whose current version is either is left out
+//! of `inject` and `mounts` but still listed, with the mark in its
+//! metadata. `destroy` writes its marks before it deletes the values, so
+//! no reader finds a live version without its value.
+//!
+//! The tenant's `instances` record lists every instance with keys: a set
+//! adds its instance when the record lacks it (in the same batched read as
+//! the key record and the index, so it costs no round trip), a delete that
+//! removes an instance's last key removes the instance. The host takes a
+//! tenant-wide write lock for that reason.
 
 use crate::layout;
 use crate::limits::Limits;
 use crate::model::{Error, Mount, Secret, SecretMeta, SecretType, SetRequest, Vault};
-use crate::records::{self, FORMAT, IndexEntry, IndexRecord, KeyRecord, VersionRecord};
+use crate::records::{self, FORMAT, IndexEntry, IndexRecord, InstancesRecord, KeyRecord, VersionRecord};
 use crate::{registry, tls, validate};
 
 /// Path of the merged Docker config among the mounts (a key cannot start
@@ -67,6 +81,33 @@ impl<V: Vault> Secrets<V> {
         let index = read.pop().flatten();
         let record = read.pop().flatten();
         Ok((decode_record(record)?, decode_index(index)?))
+    }
+
+    /// The key record, the index and the tenant's instances, in one
+    /// batched read.
+    fn record_index_instances(
+        &self,
+        instance_id: &str,
+        key: &str,
+    ) -> Result<(Option<KeyRecord>, IndexRecord, InstancesRecord), Error> {
+        let mut read = self.vault.retrieve_many(&[
+            layout::meta(instance_id, key),
+            layout::index(instance_id),
+            layout::instances(),
+        ])?;
+        let instances = decode_instances(read.pop().flatten())?;
+        let index = read.pop().flatten();
+        let record = read.pop().flatten();
+        Ok((decode_record(record)?, decode_index(index)?, instances))
+    }
+
+    fn store_instances(&self, instances: &InstancesRecord) -> Result<(), Error> {
+        if instances.instances.is_empty() {
+            self.vault.delete(&layout::instances())?;
+        } else {
+            self.vault.store(&layout::instances(), &records::encode(instances))?;
+        }
+        Ok(())
     }
 
     /// The values of `versions` (key, version), in one batched read; a
@@ -156,7 +197,7 @@ impl<V: Vault> Secrets<V> {
         let facts = validate::secret(req.kind, &req.key, &req.value, &self.limits)?;
         let (id, key) = (req.instance_id.as_str(), req.key.as_str());
 
-        let (mut record, mut index) = self.record_and_index(id, key)?;
+        let (mut record, mut index, mut instances) = self.record_index_instances(id, key)?;
         let current = match &record {
             Some(r) => r.current()?.version,
             None => 0,
@@ -187,13 +228,14 @@ impl<V: Vault> Secrets<V> {
         let version = current
             .checked_add(1)
             .ok_or_else(|| Error::LimitExceeded(format!("key {key:?} has used every version number")))?;
-        let next = VersionRecord {
-            version,
-            created_at: (self.clock)(),
-            size: req.value.len() as u32,
-            not_after: facts.not_after,
-        };
+        let next = VersionRecord::new(version, (self.clock)(), req.value.len() as u32, facts.not_after);
 
+        // Listed before it holds anything: never an instance with keys that
+        // `instances` leaves out.
+        if instances.instances.insert(id.to_owned()) {
+            instances.format = FORMAT;
+            self.vault.store(&layout::instances(), &records::encode(&instances))?;
+        }
         // Before the index is written without their entries.
         self.delete_leftovers(id, &gone)?;
         self.vault.store(&layout::value(id, key, version), &req.value)?;
@@ -212,6 +254,9 @@ impl<V: Vault> Secrets<V> {
     pub fn get(&self, instance_id: &str, key: &str) -> Result<Secret, Error> {
         let record = self.existing(instance_id, key)?;
         let current = record.current()?;
+        if !current.readable() {
+            return Err(Error::NotFound);
+        }
         let value = self.value(instance_id, key, current.version)?;
         Ok(Secret { meta: records::meta(instance_id, key, record.kind, current), value })
     }
@@ -219,7 +264,7 @@ impl<V: Vault> Secrets<V> {
     /// One retained version with its value.
     pub fn get_version(&self, instance_id: &str, key: &str, version: u32) -> Result<Secret, Error> {
         let record = self.existing(instance_id, key)?;
-        let v = record.find(version).ok_or(Error::NotFound)?;
+        let v = record.find(version).filter(|v| v.readable()).ok_or(Error::NotFound)?;
         let value = self.value(instance_id, key, version)?;
         Ok(Secret { meta: records::meta(instance_id, key, record.kind, v), value })
     }
@@ -244,7 +289,7 @@ impl<V: Vault> Secrets<V> {
         let env: Vec<(&str, u32)> = index
             .keys
             .iter()
-            .filter(|(_, e)| e.kind == SecretType::Env)
+            .filter(|(_, e)| e.kind == SecretType::Env && e.current.readable())
             .map(|(key, e)| (key.as_str(), e.current.version))
             .collect();
         let values = self.values(instance_id, &env)?;
@@ -264,7 +309,7 @@ impl<V: Vault> Secrets<V> {
         let index = self.live_index(instance_id)?;
         let mut out = Vec::new();
         let mut docker_configs = Vec::new();
-        let files: Vec<(&String, &IndexEntry)> = index.keys.iter().filter(|(_, e)| e.kind != SecretType::Env).collect();
+        let files: Vec<(&String, &IndexEntry)> = index.keys.iter().filter(|(_, e)| e.kind != SecretType::Env && e.current.readable()).collect();
         let versions: Vec<(&str, u32)> = files.iter().map(|(key, e)| (key.as_str(), e.current.version)).collect();
         let values = self.values(instance_id, &versions)?;
         for ((key, entry), value) in files.into_iter().zip(values) {
@@ -294,7 +339,7 @@ impl<V: Vault> Secrets<V> {
     pub fn delete(&self, instance_id: &str, key: &str) -> Result<(), Error> {
         validate::instance_id(instance_id)?;
         validate::key(key)?;
-        let (record, mut index) = self.record_and_index(instance_id, key)?;
+        let (record, mut index, mut instances) = self.record_index_instances(instance_id, key)?;
         let gone = self.settle(instance_id, &mut index)?;
         if record.is_none() && !gone.iter().any(|(k, _)| k == key) {
             return Err(Error::NotFound);
@@ -305,7 +350,7 @@ impl<V: Vault> Secrets<V> {
             let current = match (record.versions.last(), index.keys.get(key)) {
                 (Some(v), _) => v.clone(),
                 (None, Some(entry)) => entry.current.clone(),
-                (None, None) => VersionRecord { version: 0, created_at: 0, size: 0, not_after: None },
+                (None, None) => VersionRecord::new(0, 0, 0, None),
             };
             let mark = IndexEntry { kind: record.kind, current, deleting: Some(versions.clone()) };
             index.keys.insert(key.to_owned(), mark);
@@ -317,7 +362,136 @@ impl<V: Vault> Secrets<V> {
             }
             index.keys.remove(key);
         }
-        self.store_index(instance_id, &index)
+        self.store_index(instance_id, &index)?;
+        // Unlisted only once it holds nothing.
+        if index.keys.is_empty() && instances.instances.remove(instance_id) {
+            self.store_instances(&instances)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the versions of a lifecycle call: 1..=max-versions-per-key
+    /// of them, each at least 1; sorted, without repeats.
+    fn version_list(&self, versions: &[u32]) -> Result<Vec<u32>, Error> {
+        if versions.is_empty() {
+            return Err(Error::InvalidArgument("versions: give at least one version".into()));
+        }
+        let max = self.limits.max_versions_per_key;
+        if versions.len() > max as usize {
+            return Err(Error::LimitExceeded(format!(
+                "versions: {} given; at most max-versions-per-key ({max}) per call",
+                versions.len()
+            )));
+        }
+        if versions.contains(&0) {
+            return Err(Error::InvalidArgument("versions: version numbers start at 1".into()));
+        }
+        let mut sorted = versions.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        Ok(sorted)
+    }
+
+    /// Applies `change` to each of `versions` of a key (every one must be
+    /// retained); writes the key record, and the index entry when the
+    /// current version changed. `change` says whether it changed the
+    /// version; an error from it stores nothing. Returns the versions
+    /// changed.
+    fn change_versions(
+        &self,
+        instance_id: &str,
+        key: &str,
+        versions: &[u32],
+        change: impl Fn(&mut VersionRecord) -> Result<bool, Error>,
+    ) -> Result<Vec<u32>, Error> {
+        validate::instance_id(instance_id)?;
+        validate::key(key)?;
+        let versions = self.version_list(versions)?;
+        let (record, mut index) = self.record_and_index(instance_id, key)?;
+        let mut record = record.ok_or(Error::NotFound)?;
+        let current = record.current()?.version;
+        let mut changed = Vec::new();
+        for version in versions {
+            let v = record.find_mut(version).ok_or(Error::NotFound)?;
+            if change(v)? {
+                changed.push(version);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        self.vault.store(&layout::meta(instance_id, key), &records::encode(&record))?;
+        if changed.contains(&current)
+            && let Some(entry) = index.keys.get_mut(key)
+        {
+            entry.current = record.current()?.clone();
+            self.vault.store(&layout::index(instance_id), &records::encode(&index))?;
+        }
+        Ok(changed)
+    }
+
+    /// Soft-deletes retained versions: their values stay, but read as
+    /// absent until [`Secrets::undelete`].
+    pub fn delete_versions(&self, instance_id: &str, key: &str, versions: &[u32]) -> Result<(), Error> {
+        let now = (self.clock)();
+        self.change_versions(instance_id, key, versions, |v| {
+            if v.destroyed || v.deleted_at.is_some() {
+                return Ok(false);
+            }
+            v.deleted_at = Some(now);
+            Ok(true)
+        })?;
+        Ok(())
+    }
+
+    /// Undoes [`Secrets::delete_versions`]; a destroyed version is a
+    /// conflict.
+    pub fn undelete(&self, instance_id: &str, key: &str, versions: &[u32]) -> Result<(), Error> {
+        self.change_versions(instance_id, key, versions, |v| {
+            if v.destroyed {
+                return Err(Error::Conflict(format!(
+                    "version {} of {key:?} was destroyed; it cannot be undeleted",
+                    v.version
+                )));
+            }
+            Ok(v.deleted_at.take().is_some())
+        })?;
+        Ok(())
+    }
+
+    /// Removes the values of retained versions for good, after marking
+    /// them destroyed.
+    pub fn destroy(&self, instance_id: &str, key: &str, versions: &[u32]) -> Result<(), Error> {
+        let destroyed = self.change_versions(instance_id, key, versions, |v| Ok(!std::mem::replace(&mut v.destroyed, true)))?;
+        for version in destroyed {
+            self.vault.delete(&layout::value(instance_id, key, version))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the value of `version` again, as the key's next version.
+    pub fn rollback(&self, instance_id: &str, key: &str, version: u32) -> Result<SecretMeta, Error> {
+        let record = self.existing(instance_id, key)?;
+        let v = record.find(version).ok_or(Error::NotFound)?;
+        if v.destroyed {
+            return Err(Error::Conflict(format!("version {version} of {key:?} was destroyed; there is no value to roll back to")));
+        }
+        if v.deleted_at.is_some() {
+            return Err(Error::Conflict(format!("version {version} of {key:?} is deleted; undelete it first")));
+        }
+        let value = self.value(instance_id, key, version)?;
+        self.set(&SetRequest {
+            instance_id: instance_id.to_owned(),
+            key: key.to_owned(),
+            value,
+            kind: record.kind,
+            if_version: None,
+        })
+    }
+
+    /// The tenant's instances that hold keys, sorted.
+    pub fn instances(&self) -> Result<Vec<String>, Error> {
+        Ok(decode_instances(self.vault.retrieve(&layout::instances())?)?.instances.into_iter().collect())
     }
 
     /// Re-protects every retained version of a key (and its record) under
@@ -349,17 +523,28 @@ impl<V: Vault> Secrets<V> {
         Ok(rotated)
     }
 
+    /// Rotates the values a record points at (destroyed ones have none)
+    /// and the record; returns how many values.
     fn rotate_record(&self, instance_id: &str, key: &str, record: &KeyRecord) -> Result<u32, Error> {
-        for v in &record.versions {
+        let mut rotated = 0;
+        for v in record.versions.iter().filter(|v| !v.destroyed) {
             self.vault.rotate(&layout::value(instance_id, key, v.version))?;
+            rotated += 1;
         }
         self.vault.rotate(&layout::meta(instance_id, key))?;
-        Ok(record.versions.len() as u32)
+        Ok(rotated)
     }
 }
 
 fn decode_record(bytes: Option<Vec<u8>>) -> Result<Option<KeyRecord>, Error> {
     bytes.map(|bytes| records::decode("key", &bytes)).transpose()
+}
+
+fn decode_instances(bytes: Option<Vec<u8>>) -> Result<InstancesRecord, Error> {
+    match bytes {
+        Some(bytes) => records::decode("instances", &bytes),
+        None => Ok(InstancesRecord { format: FORMAT, ..Default::default() }),
+    }
 }
 
 fn decode_index(bytes: Option<Vec<u8>>) -> Result<IndexRecord, Error> {

@@ -109,8 +109,9 @@ fn versions_beyond_the_limit_are_pruned_with_their_values() {
     let versions: Vec<u32> = s.versions("web-1", "K").unwrap().iter().map(|m| m.version).collect();
     assert_eq!(versions, vec![3, 4, 5]);
     assert_eq!(s.get_version("web-1", "K", 2), Err(Error::NotFound));
-    // Values of pruned versions are gone from the vault: 3 values + meta + index.
-    assert_eq!(vault.entries.borrow().len(), 5);
+    // Values of pruned versions are gone from the vault: 3 values + meta +
+    // index + the tenant's instances.
+    assert_eq!(vault.entries.borrow().len(), 6);
 }
 
 #[test]
@@ -162,6 +163,12 @@ fn vault_operations_per_call_are_pinned() {
     count("delete", &|| s.delete("web-1", "NEW").unwrap());
     count("rotate", &|| assert_eq!(s.rotate("web-1", "K03").unwrap(), 3));
     count("rotate the instance", &|| assert_eq!(s.rotate_instance("web-1").unwrap().len(), 21));
+    count("delete-versions (current)", &|| s.delete_versions("web-1", "K03", &[4]).unwrap());
+    count("undelete (current)", &|| s.undelete("web-1", "K03", &[4]).unwrap());
+    count("delete-versions (older)", &|| s.delete_versions("web-1", "K03", &[2]).unwrap());
+    count("destroy (older)", &|| s.destroy("web-1", "K03", &[2, 3]).unwrap());
+    count("rollback", &|| assert_eq!(s.rollback("web-1", "K03", 4).unwrap().version, 5));
+    count("instances", &|| assert_eq!(s.instances().unwrap(), ["web-1"]));
     // (read requests, entries read, writes)
     let expected = [
         ("get", (2, 2, 0)),
@@ -169,14 +176,110 @@ fn vault_operations_per_call_are_pinned() {
         ("list", (1, 1, 0)),
         ("inject", (2, 21, 0)),
         ("mounts", (2, 2, 0)),
-        ("set (new version)", (1, 2, 3)),
-        ("set (new version, pruning)", (2, 4, 7)),
-        ("set (new key)", (1, 2, 3)),
-        ("delete", (1, 2, 4)),
+        ("set (new version)", (1, 3, 3)),
+        ("set (new version, pruning)", (2, 6, 7)),
+        ("set (new key)", (1, 3, 3)),
+        ("delete", (1, 3, 4)),
         ("rotate", (1, 1, 5)),
         ("rotate the instance", (2, 22, 46)),
+        // Record and index read together; the index is written only when
+        // the current version changes.
+        ("delete-versions (current)", (1, 2, 2)),
+        ("undelete (current)", (1, 2, 2)),
+        ("delete-versions (older)", (1, 2, 1)),
+        // The record, then the two values.
+        ("destroy (older)", (1, 2, 3)),
+        // Record, value, then a set: record, index, instances in one read.
+        ("rollback", (3, 5, 4)),
+        ("instances", (1, 1, 0)),
     ];
     assert_eq!(measured, expected);
+}
+
+#[test]
+fn deleted_and_destroyed_versions_read_as_absent_and_come_back_or_not() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    for v in [b"a", b"b", b"c"] {
+        s.set(&req("DB", SecretType::Env, v)).unwrap();
+    }
+    s.set(&req("conf", SecretType::File, b"{}")).unwrap();
+    let state = |v: u32| {
+        let m = s.versions("web-1", "DB").unwrap().into_iter().find(|m| m.version == v).unwrap();
+        (m.deleted_at.is_some(), m.destroyed)
+    };
+
+    // Soft delete of the current version: get is not found, inject leaves
+    // the key out, list still shows it with the mark.
+    s.delete_versions("web-1", "DB", &[3]).unwrap();
+    assert_eq!(s.get("web-1", "DB"), Err(Error::NotFound));
+    assert_eq!(s.get_version("web-1", "DB", 3), Err(Error::NotFound));
+    assert_eq!(s.get_version("web-1", "DB", 2).unwrap().value, b"b");
+    assert!(s.inject("web-1").unwrap().is_empty());
+    let listed = s.list("web-1").unwrap();
+    assert!(listed.iter().any(|m| m.key == "DB" && m.version == 3 && m.deleted_at == Some(clock())), "{listed:?}");
+    assert_eq!(state(3), (true, false));
+    // Deleting it again keeps the first deletion time; undelete restores it.
+    s.delete_versions("web-1", "DB", &[3, 3]).unwrap();
+    s.undelete("web-1", "DB", &[3]).unwrap();
+    assert_eq!(s.get("web-1", "DB").unwrap().value, b"c");
+    assert_eq!(s.inject("web-1").unwrap(), vec![("DB".to_owned(), "c".to_owned())]);
+
+    // Destroy removes the value from the vault for good; metadata stays.
+    s.destroy("web-1", "DB", &[1]).unwrap();
+    assert_eq!(state(1), (false, true));
+    assert_eq!(s.get_version("web-1", "DB", 1), Err(Error::NotFound));
+    assert!(vault.entries.borrow().keys().all(|k| !k.ends_with("/v/1") || !k.contains(&hex::encode("DB"))));
+    assert!(matches!(s.undelete("web-1", "DB", &[1]), Err(Error::Conflict(m)) if m.contains("destroyed")));
+    assert!(matches!(s.rollback("web-1", "DB", 1), Err(Error::Conflict(m)) if m.contains("destroyed")));
+    assert_eq!(s.rotate("web-1", "DB").unwrap(), 2, "destroyed versions have no value to rotate");
+
+    // Rollback writes an old value as a new version; a deleted one is refused.
+    let meta = s.rollback("web-1", "DB", 2).unwrap();
+    assert_eq!((meta.version, s.get("web-1", "DB").unwrap().value), (4, b"b".to_vec()));
+    s.delete_versions("web-1", "DB", &[2]).unwrap();
+    assert!(matches!(s.rollback("web-1", "DB", 2), Err(Error::Conflict(m)) if m.contains("undelete")));
+
+    // Bad version lists store nothing.
+    let before = vault.entries.borrow().clone();
+    assert!(matches!(s.delete_versions("web-1", "DB", &[]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(s.delete_versions("web-1", "DB", &[0]), Err(Error::InvalidArgument(_))));
+    assert_eq!(s.delete_versions("web-1", "DB", &[3, 99]), Err(Error::NotFound));
+    assert_eq!(s.destroy("web-1", "NOPE", &[1]), Err(Error::NotFound));
+    assert_eq!(s.rollback("web-1", "DB", 99), Err(Error::NotFound));
+    assert!(matches!(s.undelete("web-1", "DB", &[1, 2]), Err(Error::Conflict(_))));
+    assert_eq!(*vault.entries.borrow(), before);
+    let many: Vec<u32> = (1..=Limits::default().max_versions_per_key + 1).collect();
+    assert!(matches!(s.destroy("web-1", "DB", &many), Err(Error::LimitExceeded(_))));
+    assert_eq!(*vault.entries.borrow(), before);
+
+    // Purging the key keeps working, destroyed versions and all.
+    s.delete("web-1", "DB").unwrap();
+    assert!(vault.entries.borrow().keys().all(|k| !k.contains(&hex::encode("DB"))));
+}
+
+#[test]
+fn instances_lists_those_with_keys() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    assert!(s.instances().unwrap().is_empty());
+    s.set(&req("A", SecretType::Env, b"1")).unwrap();
+    s.set(&SetRequest { instance_id: "api".into(), ..req("A", SecretType::Env, b"1") }).unwrap();
+    s.set(&req("B", SecretType::Env, b"1")).unwrap();
+    assert_eq!(s.instances().unwrap(), ["api", "web-1"]);
+    s.delete("web-1", "A").unwrap();
+    assert_eq!(s.instances().unwrap(), ["api", "web-1"], "web-1 still holds B");
+    s.delete("web-1", "B").unwrap();
+    assert_eq!(s.instances().unwrap(), ["api"]);
+    s.delete("api", "A").unwrap();
+    assert!(s.instances().unwrap().is_empty());
+    assert!(vault.entries.borrow().is_empty(), "nothing left behind");
+    // An instance written before `instances` existed is listed once written to.
+    s.set(&req("A", SecretType::Env, b"1")).unwrap();
+    vault.entries.borrow_mut().remove("instances");
+    assert!(s.instances().unwrap().is_empty());
+    s.set(&req("A", SecretType::Env, b"2")).unwrap();
+    assert_eq!(s.instances().unwrap(), ["web-1"]);
 }
 
 #[test]
