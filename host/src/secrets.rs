@@ -67,6 +67,8 @@ fn meta_out(m: api::SecretMeta) -> SecretMeta {
         created_at: m.created_at,
         size: m.size,
         not_after: m.not_after,
+        deleted_at: m.deleted_at,
+        destroyed: m.destroyed,
     }
 }
 
@@ -152,9 +154,20 @@ impl Secrets {
         access: Access,
         f: impl FnOnce(&api::Guest, &mut Store<CallState>) -> Call<R>,
     ) -> Result<R, Error> {
-        // Checked here too, before the backend sees the id in a lock scope.
+        // Checked here too: a bad id costs no transaction.
         secrets_guest::validate::instance_id(instance_id)?;
-        let txn = self.backend.begin(access, &scope.lock_scope(instance_id))?;
+        self.call_in_tenant(name, scope, access, f)
+    }
+
+    /// [`Secrets::call`] of a tenant-wide call (no instance).
+    fn call_in_tenant<R>(
+        &self,
+        name: &'static str,
+        scope: &Scope,
+        access: Access,
+        f: impl FnOnce(&api::Guest, &mut Store<CallState>) -> Call<R>,
+    ) -> Result<R, Error> {
+        let txn = self.backend.begin(access, scope.lock_scope())?;
         let state = CallState::new(txn, scope.clone(), self.limits, now_ms());
         let (result, mut state) = self.sandbox.call(name, state, self.call_timeout, f)?;
         let value = result.map_err(|e| error_out(e, state.take_vault_failure()))?;
@@ -243,6 +256,44 @@ impl Secrets {
     #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key))]
     pub fn rotate(&self, scope: &Scope, instance_id: &str, key: &str) -> Result<u32, Error> {
         self.call("rotate", scope, instance_id, Access::Write, |g, s| g.call_rotate(s, instance_id, key))
+    }
+
+    /// Soft-deletes retained versions of a key: they read as absent (a key
+    /// whose current version is deleted is not injected) until
+    /// [`Secrets::undelete`]; the values stay in the store.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key, versions = ?versions))]
+    pub fn delete_versions(&self, scope: &Scope, instance_id: &str, key: &str, versions: &[u32]) -> Result<(), Error> {
+        self.call("delete-versions", scope, instance_id, Access::Write, |g, s| {
+            g.call_delete_versions(s, instance_id, key, versions)
+        })
+    }
+
+    /// Undoes [`Secrets::delete_versions`]; a destroyed version is a
+    /// [`Error::Conflict`].
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key, versions = ?versions))]
+    pub fn undelete(&self, scope: &Scope, instance_id: &str, key: &str, versions: &[u32]) -> Result<(), Error> {
+        self.call("undelete", scope, instance_id, Access::Write, |g, s| g.call_undelete(s, instance_id, key, versions))
+    }
+
+    /// Removes the values of retained versions from the store for good;
+    /// their metadata stays, marked destroyed.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key, versions = ?versions))]
+    pub fn destroy(&self, scope: &Scope, instance_id: &str, key: &str, versions: &[u32]) -> Result<(), Error> {
+        self.call("destroy", scope, instance_id, Access::Write, |g, s| g.call_destroy(s, instance_id, key, versions))
+    }
+
+    /// Writes the value of `version` again as the key's next version; a
+    /// deleted or destroyed version is a [`Error::Conflict`].
+    #[tracing::instrument(skip_all, fields(tenant = scope.name(), instance = instance_id, key = key, version = version))]
+    pub fn rollback(&self, scope: &Scope, instance_id: &str, key: &str, version: u32) -> Result<SecretMeta, Error> {
+        self.call("rollback", scope, instance_id, Access::Write, |g, s| g.call_rollback(s, instance_id, key, version))
+            .map(meta_out)
+    }
+
+    /// The tenant's instances that hold at least one key, sorted.
+    #[tracing::instrument(skip_all, fields(tenant = scope.name()))]
+    pub fn instances(&self, scope: &Scope) -> Result<Vec<String>, Error> {
+        self.call_in_tenant("instances", scope, Access::Read, |g, s| g.call_instances(s))
     }
 
     /// [`Secrets::rotate`] for every key of an instance in one transaction:

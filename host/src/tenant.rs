@@ -40,9 +40,11 @@ impl Scope {
         format!("{}{component_key}", self.prefix)
     }
 
-    /// What concurrent writers on one instance serialise on.
-    pub(crate) fn lock_scope(&self, instance_id: &str) -> String {
-        format!("{}{}", self.prefix, hex::encode(instance_id))
+    /// What concurrent writers serialise on: the whole tenant, because a
+    /// write that adds an instance's first key or removes its last one
+    /// also writes the tenant's list of instances.
+    pub(crate) fn lock_scope(&self) -> &str {
+        self.prefix.trim_end_matches('/')
     }
 }
 

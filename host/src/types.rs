@@ -106,6 +106,12 @@ pub struct SecretMeta {
     /// tls only: the leaf certificate's not-after, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<i64>,
+    /// When the version was soft-deleted (unix ms); it reads as absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<u64>,
+    /// Whether its value was destroyed for good.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destroyed: bool,
 }
 
 /// One version of a secret with its value.

@@ -38,6 +38,8 @@ mod component {
             created_at: 0,
             size: 0,
             not_after: None,
+            deleted_at: None,
+            destroyed: false,
         }
     }
 
@@ -124,6 +126,26 @@ mod component {
         }
 
         fn rotate(_: String, _: String) -> Result<u32, wit::Error> {
+            Err(wit::Error::NotFound)
+        }
+
+        fn delete_versions(_: String, _: String, _: Vec<u32>) -> Result<(), wit::Error> {
+            Err(wit::Error::NotFound)
+        }
+
+        fn undelete(_: String, _: String, _: Vec<u32>) -> Result<(), wit::Error> {
+            Err(wit::Error::NotFound)
+        }
+
+        fn destroy(_: String, _: String, _: Vec<u32>) -> Result<(), wit::Error> {
+            Err(wit::Error::NotFound)
+        }
+
+        fn rollback(_: String, _: String, _: u32) -> Result<wit::SecretMeta, wit::Error> {
+            Err(wit::Error::NotFound)
+        }
+
+        fn instances() -> Result<Vec<String>, wit::Error> {
             Err(wit::Error::NotFound)
         }
 
