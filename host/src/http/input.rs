@@ -16,6 +16,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use percent_encoding::percent_decode_str;
 use secrets_guest::validate;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::errors::ApiError;
 use super::request::RequestContext;
@@ -65,8 +68,12 @@ fn instance_of(params: &RawPathParams) -> Result<String, ApiError> {
 }
 
 /// The `{instance}` of the path, checked.
-#[derive(Debug)]
-pub struct InstancePath(pub String);
+#[derive(Debug, IntoParams)]
+#[into_params(names("instance"), parameter_in = Path)]
+pub struct InstancePath(
+    /// The instance id.
+    pub String,
+);
 
 impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
     type Rejection = ApiError;
@@ -82,7 +89,8 @@ impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
 }
 
 /// The `{instance}` and `{key}` of the path, checked.
-#[derive(Debug)]
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct KeyPath {
     /// The instance id.
     pub instance: String,
@@ -265,6 +273,32 @@ pub struct SetBody {
     pub kind: SecretType,
     /// The value, decoded.
     pub value: SecretValue,
+}
+
+/// The body's two shapes, for the OpenAPI document: what [`set_body`]
+/// accepts, and nothing else.
+impl PartialSchema for SetBody {
+    fn schema() -> RefOr<Schema> {
+        let shape = |field: &str, description: &str| {
+            ObjectBuilder::new()
+                .property("type", Ref::from_schema_name(SecretType::name()))
+                .property(field, ObjectBuilder::new().schema_type(Type::String).description(Some(description)))
+                .required("type")
+                .required(field)
+                .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .item(shape("value", "The value as text."))
+            .item(shape("value_base64", "The value in base64 (standard alphabet, padded), for bytes."))
+            .description(Some("The secret's type and its value: exactly one of `value` and `value_base64`."))
+            .into()
+    }
+}
+
+impl ToSchema for SetBody {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((SecretType::name().into_owned(), SecretType::schema()));
+    }
 }
 
 const TYPES: &str = "env, file, registry or tls";

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use super::App;
 use super::audit::{self, AuditLine};
-use super::errors::ApiError;
+use super::errors::{ApiError, ErrorBody};
 use crate::tokens::Operation;
 
 /// The response header carrying the request id.
@@ -144,14 +144,15 @@ impl RequestContext {
 }
 
 fn error_body(error: &ApiError, request_id: &str) -> Body {
-    let body = serde_json::json!({ "errors": error.errors, "code": error.code, "request_id": request_id });
+    let body = ErrorBody { errors: &error.errors, code: error.code, request_id };
     Body::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// Whether requests on `route` go to the audit log: the API's, not the
-/// operational endpoints (health, readiness, metrics) nor unknown paths.
+/// operational endpoints (health, readiness, metrics), the API's public
+/// description, nor unknown paths.
 fn audited(route: Option<&str>) -> bool {
-    route.is_some_and(|r| r.starts_with("/v1/"))
+    route.is_some_and(|r| r.starts_with("/v1/") && r != super::openapi::PATH)
 }
 
 /// Writes the outcome line of a request. `Err` only when the answer
