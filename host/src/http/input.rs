@@ -430,6 +430,31 @@ mod tests {
         assert_eq!(e.status.as_u16(), 413);
     }
 
+    /// The body's OpenAPI schema against the parser: every documented shape
+    /// with every documented type is taken, and the shapes name the
+    /// parser's fields, no more.
+    #[test]
+    fn the_documented_bodies_are_taken() {
+        let schema = serde_json::to_value(SetBody::schema()).unwrap();
+        let types = serde_json::to_value(SecretType::schema()).unwrap();
+        let mut fields = std::collections::BTreeSet::new();
+        for shape in schema["oneOf"].as_array().unwrap() {
+            assert_eq!(shape["additionalProperties"], false, "{shape}");
+            let required: Vec<&str> = shape["required"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+            let properties: Vec<&String> = shape["properties"].as_object().unwrap().keys().collect();
+            assert_eq!(properties.len(), required.len(), "{shape}");
+            fields.extend(required.iter().copied());
+            for kind in types["enum"].as_array().unwrap() {
+                // "YQ==" is text, and base64 too.
+                let body: serde_json::Map<String, serde_json::Value> =
+                    required.iter().map(|f| (f.to_string(), if *f == "type" { kind.clone() } else { "YQ==".into() })).collect();
+                let body = serde_json::to_vec(&body).unwrap();
+                assert!(set_body(&json_headers(), &body, 65536).is_ok(), "{}", String::from_utf8_lossy(&body));
+            }
+        }
+        assert_eq!(fields.into_iter().collect::<Vec<_>>(), ["type", "value", "value_base64"]);
+    }
+
     #[test]
     fn messages_never_quote_values() {
         let canary = "canary-3f9a";
