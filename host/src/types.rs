@@ -89,6 +89,7 @@ impl From<String> for SecretValue {
 
 /// What is known about one version of a secret; never its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct SecretMeta {
     /// The instance the secret belongs to.
     pub instance_id: String,
@@ -98,6 +99,7 @@ pub struct SecretMeta {
     #[serde(rename = "type")]
     pub kind: SecretType,
     /// This version's number, from 1.
+    #[cfg_attr(feature = "http", schema(minimum = 1))]
     pub version: u32,
     /// Unix milliseconds.
     pub created_at: u64,
@@ -105,6 +107,7 @@ pub struct SecretMeta {
     pub size: u32,
     /// tls only: the leaf certificate's not-after, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "http", schema(nullable = false))]
     pub not_after: Option<i64>,
     /// When the version was soft-deleted (unix ms); it reads as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

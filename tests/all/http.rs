@@ -2,6 +2,7 @@
 //! loopback port over a temporary SQLite store, tokens made with the real
 //! `secrets token` commands, and a real HTTP client (ureq).
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -1256,8 +1257,8 @@ fn the_audit_log_says_who_did_what_and_never_holds_a_value() {
     let r = server.call("DELETE", key, w, None);
     assert_eq!(r.status, 204);
     seen.push((r, 2, json!({"method": "DELETE", "key": "API_KEY", "outcome": "ok", "status": 204})));
-    // Not audited: health, readiness, metrics, unknown paths.
-    for path in ["/healthz", "/readyz", "/metrics", "/v2/nothing"] {
+    // Not audited: health, readiness, metrics, the OpenAPI document, unknown paths.
+    for path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json", "/v2/nothing"] {
         server.call("GET", path, None, None);
     }
     let (status, log) = server.stop();
@@ -1649,4 +1650,202 @@ fn tls_serves_https_and_nothing_in_clear_text() {
         let o = store.cli(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
+}
+
+/// Every property name in `node`, at any depth, following `$ref`s into the
+/// document's schemas; `seen` collects the names of the schemas followed.
+fn property_names(doc: &Value, node: &Value, seen: &mut BTreeSet<String>, out: &mut BTreeSet<String>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(target) = map.get("$ref").and_then(Value::as_str) {
+                let name = target.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{target}"));
+                let schema = &doc["components"]["schemas"][name];
+                assert!(schema.is_object(), "{target} is not in the document");
+                if seen.insert(name.to_owned()) {
+                    property_names(doc, schema, seen, out);
+                }
+            }
+            if let Some(properties) = map.get("properties").and_then(Value::as_object) {
+                out.extend(properties.keys().cloned());
+            }
+            map.values().for_each(|v| property_names(doc, v, seen, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| property_names(doc, v, seen, out)),
+        _ => {}
+    }
+}
+
+/// The schema a `$ref` names, or the node itself.
+fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
+    match node["$ref"].as_str() {
+        Some(target) => &doc["components"]["schemas"][target.strip_prefix("#/components/schemas/").unwrap()],
+        None => node,
+    }
+}
+
+fn names(values: &Value) -> BTreeSet<&str> {
+    values.as_array().unwrap_or_else(|| panic!("not an array: {values}")).iter().map(|v| v.as_str().unwrap()).collect()
+}
+
+#[test]
+fn the_openapi_document_describes_exactly_the_routes_served() {
+    let store = Store::new();
+    let audit = store.dir.path().join("audit.log");
+    let server = store.serve_with(&["--audit-log", audit.to_str().unwrap()], &[]);
+
+    // No token needed; a bad one changes nothing.
+    let r = server.call("GET", "/v1/openapi.json", None, None);
+    assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")), "{}", r.text());
+    assert_eq!(server.call("GET", "/v1/openapi.json", Some("not-a-token"), None).json(), r.json());
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+    // Every `$ref` resolves.
+    property_names(&doc, &doc, &mut BTreeSet::new(), &mut BTreeSet::new());
+
+    // The documented (method, path) pairs are exactly the router's.
+    let methods = ["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, item) in paths {
+        for (method, _) in item.as_object().unwrap() {
+            assert!(methods.contains(&method.as_str()), "{path}: {method} is not a method");
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let served: BTreeSet<(String, String)> =
+        secrets_host::http::routes().into_iter().map(|(m, p)| (m.as_str().to_owned(), p.to_owned())).collect();
+    assert_eq!(documented, served, "documented vs served");
+
+    // And the live server agrees: each documented pair is routed (401
+    // exactly where a token is required), every other method on its path
+    // is 405; paths next to them are 404.
+    for path in paths.keys() {
+        let concrete = path.replace("{instance}", "web").replace("{key}", "API_KEY");
+        for method in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+            let r = server.call(method, &concrete, None, None);
+            match doc["paths"][path][method.to_lowercase()].as_object() {
+                Some(op) => {
+                    let secured = op.get("security") == Some(&json!([{"bearer": []}]));
+                    assert_eq!(secured, path.starts_with("/v1/instances/"), "{method} {path}: security");
+                    assert_eq!(r.status, if secured { 401 } else { 200 }, "{method} {path}: {}", r.text());
+                }
+                None => assert_eq!(r.status, 405, "{method} {path} is not documented: {}", r.text()),
+            }
+        }
+    }
+    for path in ["/v1/openapi", "/v1/instances/web", "/v1/instances/web/secrets/API_KEY/versions", "/v1/instances/web/env/x"] {
+        assert_eq!(server.call("GET", path, None, None).status, 404, "{path}");
+    }
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!((&bearer["type"], &bearer["scheme"]), (&json!("http"), &json!("bearer")), "{bearer}");
+
+    // Every status each route can give; every error with the error body,
+    // and the headers that come with some.
+    let secured = ["400", "401", "403", "422", "429", "500", "502", "503"];
+    let key = "/v1/instances/{instance}/secrets/{key}";
+    let expected: Vec<(&str, String, Vec<&str>)> = vec![
+        ("get", "/healthz".into(), vec!["200"]),
+        ("get", "/readyz".into(), vec!["200", "500", "502", "503"]),
+        ("get", "/metrics".into(), vec!["200"]),
+        ("get", "/v1/openapi.json".into(), vec!["200"]),
+        ("get", "/v1/instances/{instance}/secrets".into(), vec!["200", "404"]),
+        ("put", key.into(), vec!["200", "201", "409", "412", "413", "415"]),
+        ("get", key.into(), vec!["200", "404"]),
+        ("delete", key.into(), vec!["204", "404"]),
+        ("get", format!("{key}/value"), vec!["200", "304", "404"]),
+        ("post", format!("{key}/rotate"), vec!["200", "404"]),
+        ("get", "/v1/instances/{instance}/env".into(), vec!["200", "404"]),
+        ("get", "/v1/instances/{instance}/mounts".into(), vec!["200", "404"]),
+    ];
+    assert_eq!(expected.len(), documented.len());
+    for (method, path, mut statuses) in expected {
+        let op = &doc["paths"][&path][method];
+        if path.starts_with("/v1/instances/") {
+            statuses.extend(secured);
+        }
+        let listed: BTreeSet<&str> = op["responses"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(listed, statuses.into_iter().collect::<BTreeSet<_>>(), "{method} {path}");
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert_eq!(response["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody", "{method} {path} {status}");
+            }
+            let header = |name: &str| response["headers"].get(name).is_some();
+            assert_eq!(header("Retry-After"), status == "429" || status == "503", "{method} {path} {status}: Retry-After");
+            let etag = match (method, status.as_str()) {
+                ("put", "200" | "201") => true,
+                ("get", "200" | "304") => path == key || path == format!("{key}/value"),
+                _ => false,
+            };
+            assert_eq!(header("ETag"), etag, "{method} {path} {status}: ETag");
+        }
+        // Path parameters: exactly the template's; the query and headers that matter.
+        let params: BTreeSet<(&str, &str)> = op["parameters"]
+            .as_array()
+            .map_or(vec![], |p| p.iter().map(|p| (p["in"].as_str().unwrap(), p["name"].as_str().unwrap())).collect())
+            .into_iter()
+            .collect();
+        let mut wanted: BTreeSet<(&str, &str)> = ["instance", "key"].into_iter().filter(|n| path.contains(&format!("{{{n}}}"))).map(|n| ("path", n)).collect();
+        match (method, path.strip_prefix("/v1/instances/{instance}")) {
+            ("put", Some("/secrets/{key}")) => wanted.extend([("header", "If-Match"), ("header", "If-None-Match")]),
+            ("get", Some("/secrets/{key}/value")) => wanted.extend([("query", "version"), ("header", "If-None-Match")]),
+            ("get", Some("/env")) => wanted.extend([("query", "format")]),
+            _ => {}
+        }
+        assert_eq!(params, wanted, "{method} {path}");
+    }
+    let error = &doc["components"]["schemas"]["ErrorBody"];
+    assert_eq!(names(&error["required"]), BTreeSet::from(["errors", "code", "request_id"]));
+    let env_params = doc["paths"]["/v1/instances/{instance}/env"]["get"]["parameters"].as_array().unwrap();
+    let format = &env_params.iter().find(|p| p["name"] == "format").unwrap()["schema"];
+    assert_eq!(names(&resolve(&doc, format)["enum"]), BTreeSet::from(["json", "dotenv"]));
+
+    // The PUT body: {"type","value"} or {"type","value_base64"}, nothing else.
+    let put = &doc["paths"][key]["put"];
+    let body = resolve(&doc, &put["requestBody"]["content"]["application/json"]["schema"]);
+    let shapes: BTreeSet<BTreeSet<&str>> = body["oneOf"].as_array().unwrap().iter().map(|s| names(&s["required"])).collect();
+    assert_eq!(shapes, BTreeSet::from([BTreeSet::from(["type", "value"]), BTreeSet::from(["type", "value_base64"])]));
+    assert!(body["oneOf"].as_array().unwrap().iter().all(|s| s["additionalProperties"] == json!(false)));
+    // The value: JSON with value / value_base64, or the raw bytes.
+    let value = &doc["paths"][format!("{key}/value")]["get"]["responses"]["200"]["content"];
+    let value_json = resolve(&doc, &value["application/json"]["schema"]);
+    assert!(value_json["properties"]["value"].is_object() && value_json["properties"]["value_base64"].is_object(), "{value_json}");
+    assert!(value["application/octet-stream"].is_object(), "{value}");
+
+    // Values only where asked for: no schema any other response or request
+    // reaches has a field that holds a value; nor does any schema that only
+    // /value, /env, /mounts and the PUT body do not reach.
+    let value_fields = ["value", "value_base64", "contents_base64"];
+    let mut carriers = BTreeSet::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(body) = op.get("requestBody") {
+                assert_eq!((method.as_str(), path.as_str()), ("put", key), "a request body elsewhere");
+                property_names(&doc, body, &mut carriers, &mut BTreeSet::new());
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let (mut seen, mut fields) = (BTreeSet::new(), BTreeSet::new());
+                property_names(&doc, response, &mut seen, &mut fields);
+                if status == "200" && ["/value", "/env", "/mounts"].iter().any(|end| path.ends_with(end)) {
+                    carriers.extend(seen);
+                } else {
+                    assert!(value_fields.iter().all(|f| !fields.contains(*f)), "{method} {path} {status}: {fields:?}");
+                }
+            }
+        }
+    }
+    assert!(carriers.contains("ValueBody") && carriers.contains("SetBody"), "{carriers:?}");
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        if !carriers.contains(name) {
+            let mut fields = BTreeSet::new();
+            property_names(&doc, schema, &mut BTreeSet::new(), &mut fields);
+            assert!(value_fields.iter().all(|f| !fields.contains(*f)), "{name}: {fields:?}");
+        }
+    }
+
+    // Not audited, unlike the 401s above.
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    let lines = audit_lines(&audit);
+    assert!(lines.iter().any(|l| l["status"] == 401), "{lines:#?}");
+    assert!(lines.iter().all(|l| l["route"] != "/v1/openapi.json"), "{lines:#?}");
 }

@@ -1,8 +1,9 @@
 //! The audit log: JSON lines saying who did what to which secret, for
 //! `--audit-log PATH|-`.
 //!
-//! Every request on a `/v1` route gets an **outcome** line when it ends
-//! (authenticated or not, allowed or not). Requests that return values
+//! Every request on a `/v1` route but the OpenAPI document (public, no
+//! token) gets an **outcome** line when it ends (authenticated or not,
+//! allowed or not). Requests that return values
 //! (`value`, `env`, `mounts`) or write (`set`, `delete`, `rotate`) also get
 //! an **intent** line, written before the call of the sandbox, on the same
 //! blocking thread, right before it:

@@ -29,10 +29,23 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::backends::VaultError;
 use crate::error::Error;
 use crate::tokens::{Operation, Role, TokenError};
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody<'a> {
+    /// What went wrong, one message per problem; never a value or a token.
+    pub(crate) errors: &'a [String],
+    /// A short, stable name of the case (`not-found`, `forbidden`, ...).
+    pub(crate) code: &'a str,
+    /// The request's id, as in `X-Request-Id`.
+    pub(crate) request_id: &'a str,
+}
 
 /// What a failed request answers.
 #[derive(Debug, Clone)]

@@ -5,6 +5,10 @@
 //! Only `/value`, `/env` and `/mounts` answer with values; every other
 //! response holds metadata ([`SecretMeta`], which has no value field).
 //!
+//! Each handler's `#[utoipa::path]` and each body type's `ToSchema` feed
+//! the OpenAPI document (`openapi.rs`); the statuses every `/v1/instances`
+//! route shares are added there.
+//!
 //! [`Secrets`]: crate::Secrets
 
 use std::collections::BTreeMap;
@@ -12,36 +16,62 @@ use std::collections::BTreeMap;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::handler::Handler;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::App;
 use super::auth::{Authorized, op};
 use super::errors::ApiError;
 use super::input::{
-    InstancePath, KeyPath, NoQuery, none_match, query, set_body, set_precondition, version_number, wants_raw,
+    InstancePath, KeyPath, NoQuery, SetBody, none_match, query, set_body, set_precondition, version_number, wants_raw,
 };
-use super::request;
+use super::{openapi, request};
 use crate::types::{SecretMeta, SecretType, SetRequest};
+
+/// One route: its method, its path template and its handler.
+pub(crate) type Route = (Method, &'static str, MethodRouter<App>);
+
+/// A route answering `method` only (a `GET` also answers `HEAD`, as with
+/// axum's `get`).
+fn route<H: Handler<T, App>, T: 'static>(method: Method, path: &'static str, handler: H) -> Route {
+    let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
+    (method, path, on(filter, handler))
+}
+
+/// Every route of the API. The router is built from this list alone, and a
+/// test holds the OpenAPI document to exactly these pairs of method and
+/// path, so a route cannot be added undocumented.
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        route(Method::GET, "/healthz", healthz),
+        route(Method::GET, "/readyz", readyz),
+        route(Method::GET, "/metrics", metrics),
+        route(Method::GET, openapi::PATH, openapi_document),
+        route(Method::GET, "/v1/instances/{instance}/secrets", list),
+        route(Method::PUT, "/v1/instances/{instance}/secrets/{key}", set),
+        route(Method::GET, "/v1/instances/{instance}/secrets/{key}", metadata),
+        route(Method::DELETE, "/v1/instances/{instance}/secrets/{key}", delete),
+        route(Method::GET, "/v1/instances/{instance}/secrets/{key}/value", value),
+        route(Method::POST, "/v1/instances/{instance}/secrets/{key}/rotate", rotate),
+        route(Method::GET, "/v1/instances/{instance}/env", env),
+        route(Method::GET, "/v1/instances/{instance}/mounts", mounts),
+    ]
+}
 
 /// The API's routes on `app`, with the request middleware and the body
 /// limit.
 pub(crate) fn router(app: App) -> Router {
     let body_limit = app.inner.config.body_limit;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/instances/{instance}/secrets", get(list))
-        .route("/v1/instances/{instance}/secrets/{key}", put(set).get(metadata).delete(delete))
-        .route("/v1/instances/{instance}/secrets/{key}/value", get(value))
-        .route("/v1/instances/{instance}/secrets/{key}/rotate", axum::routing::post(rotate))
-        .route("/v1/instances/{instance}/env", get(env))
-        .route("/v1/instances/{instance}/mounts", get(mounts))
+    // Routes of one path merge into one method router.
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
         .fallback(|| async { ApiError::from_status(StatusCode::NOT_FOUND) })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(app.clone(), request::around))
@@ -85,20 +115,86 @@ fn no_secrets(instance: &str) -> ApiError {
     ApiError::not_found(format!("instance {instance:?} has no secrets"))
 }
 
-async fn healthz() -> Response {
-    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+/// The answer of `/healthz` and `/readyz`.
+#[derive(Serialize, ToSchema)]
+struct StatusBody {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    status: &'static str,
 }
 
+/// Liveness.
+///
+/// No token.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "The process answers.", body = StatusBody)))]
+async fn healthz() -> Response {
+    json(StatusCode::OK, &StatusBody { status: "ok" })
+}
+
+/// Readiness: a read transaction on the store.
+///
+/// No token.
+#[utoipa::path(get, path = "/readyz", tag = "service", responses(
+    (status = 200, description = "The store answers.", body = StatusBody),
+    (status = 500, description = "A failure of the server itself."),
+    (status = 502, description = "The store answered with an error."),
+    (status = 503, description = "The store cannot be reached."),
+))]
 async fn readyz(State(app): State<App>) -> Result<Response, ApiError> {
     app.check("check-store", |inner| inner.tokens.check_store()).await??;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ready" })))
+    Ok(json(StatusCode::OK, &StatusBody { status: "ready" }))
 }
 
+/// Metrics, in the Prometheus text format.
+///
+/// No token. No label holds a tenant, instance, key or token.
+#[utoipa::path(get, path = "/metrics", tag = "service", responses(
+    (status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+))]
 async fn metrics(State(app): State<App>) -> Response {
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     ([(header::CONTENT_TYPE, content_type)], app.metrics_text()).into_response()
 }
 
+/// The API's OpenAPI document (`openapi.rs`).
+///
+/// No token, no audit line.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "service", responses(
+    (status = 200, description = "The OpenAPI document of this API.", body = Object, content_type = "application/json"),
+))]
+async fn openapi_document() -> Response {
+    json(StatusCode::OK, openapi::document())
+}
+
+/// Sets a secret: a new version of its key.
+///
+/// Role: write. The answer is the new version's metadata, never the value.
+/// `If-Match: "vN"` writes only while version N is current, `If-None-Match: *`
+/// only while the key does not exist; both are checked inside the write.
+#[utoipa::path(
+    put,
+    path = "/v1/instances/{instance}/secrets/{key}",
+    tag = "secrets",
+    params(
+        KeyPath,
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^"v[1-9][0-9]*"$"#,
+            description = "`\"vN\"` (an `ETag` of this API): write only while version N is current."),
+        ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r"^\*$",
+            description = "`*`: write only while the key does not exist."),
+    ),
+    request_body(content = SetBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A new version of an existing key.", body = SecretMeta,
+            headers(("ETag" = String, description = "`\"vN\"`: the new version."))),
+        (status = 201, description = "Version 1 of a new key.", body = SecretMeta,
+            headers(("ETag" = String, description = "`\"v1\"`."))),
+        (status = 400, description = "A malformed path, query, precondition header or JSON body."),
+        (status = 409, description = "The key holds a secret of another type."),
+        (status = 412, description = "`If-Match` or `If-None-Match: *` does not hold; nothing was written."),
+        (status = 413, description = "The body or the value is over the limit."),
+        (status = 415, description = "The body is not `application/json`."),
+        (status = 422, description = "The body, a name or the value breaks a rule, or a limit of the instance or key is reached; each message names its field."),
+    ),
+)]
 async fn set(
     caller: Authorized<op::Set>,
     _: NoQuery,
@@ -126,6 +222,25 @@ async fn set(
     Ok(with_etag(json(status, &meta), meta.version))
 }
 
+/// The current version of every key of an instance, sorted by key.
+#[derive(Serialize, ToSchema)]
+struct SecretList<'a> {
+    secrets: &'a [SecretMeta],
+}
+
+/// Lists an instance's secrets: metadata only.
+///
+/// Roles: read, write.
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{instance}/secrets",
+    tag = "secrets",
+    params(InstancePath),
+    responses(
+        (status = 200, description = "The metadata of every key.", body = SecretList),
+        (status = 404, description = "The instance has no secrets (or is another tenant's)."),
+    ),
+)]
 async fn list(
     caller: Authorized<op::List>,
     _: NoQuery,
@@ -138,13 +253,32 @@ async fn list(
     if metas.is_empty() {
         return Err(no_secrets(&instance));
     }
-    #[derive(Serialize)]
-    struct Body<'a> {
-        secrets: &'a [SecretMeta],
-    }
-    Ok(json(StatusCode::OK, &Body { secrets: &metas }))
+    Ok(json(StatusCode::OK, &SecretList { secrets: &metas }))
 }
 
+/// A key's current version, with every retained version.
+#[derive(Serialize, ToSchema)]
+struct SecretVersions<'a> {
+    #[serde(flatten)]
+    current: &'a SecretMeta,
+    /// Every retained version, oldest first.
+    versions: &'a [SecretMeta],
+}
+
+/// A secret's metadata: its current version and every retained one.
+///
+/// Roles: read, write.
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{instance}/secrets/{key}",
+    tag = "secrets",
+    params(KeyPath),
+    responses(
+        (status = 200, description = "The current version's metadata, with every retained version.", body = SecretVersions,
+            headers(("ETag" = String, description = "`\"vN\"`: the current version."))),
+        (status = 404, description = "No such key in the instance (or another tenant's)."),
+    ),
+)]
 async fn metadata(
     caller: Authorized<op::Metadata>,
     _: NoQuery,
@@ -162,15 +296,53 @@ async fn metadata(
         return Err(ApiError::internal("a key without versions"));
     };
     caller.ctx.set_version(current.version);
-    #[derive(Serialize)]
-    struct Body<'a> {
-        #[serde(flatten)]
-        current: &'a SecretMeta,
-        versions: &'a [SecretMeta],
-    }
-    Ok(with_etag(json(StatusCode::OK, &Body { current, versions: &versions }), current.version))
+    Ok(with_etag(json(StatusCode::OK, &SecretVersions { current, versions: &versions }), current.version))
 }
 
+/// A value as JSON: exactly one of `value` (UTF-8 text) and `value_base64`
+/// (anything else).
+#[derive(Serialize, ToSchema)]
+struct ValueBody<'a> {
+    key: &'a str,
+    #[schema(minimum = 1)]
+    version: u32,
+    #[serde(rename = "type")]
+    kind: SecretType,
+    /// The value, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    value: Option<&'a str>,
+    /// The value in base64 (standard alphabet, padded), when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    value_base64: Option<String>,
+}
+
+/// A secret's value: the current version, or `?version=N`.
+///
+/// Roles: read, write. JSON, or the raw bytes with
+/// `Accept: application/octet-stream`. A matching `If-None-Match` answers
+/// 304 without the value.
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{instance}/secrets/{key}/value",
+    tag = "secrets",
+    params(
+        KeyPath,
+        ("version" = Option<u32>, Query, minimum = 1, description = "A retained version; the current one when absent or empty."),
+        ("If-None-Match" = Option<String>, Header, nullable = false,
+            description = "`*` or entity tags `\"vN\"`: 304 when one matches the version read."),
+    ),
+    responses(
+        (status = 200, description = "The value: JSON, or the raw bytes when `Accept` prefers `application/octet-stream` to JSON.",
+            content((ValueBody = "application/json"), (String = "application/octet-stream")),
+            headers(("ETag" = String, description = "`\"vN\"`: the version read."), ("Vary" = String, description = "`accept`"))),
+        (status = 304, description = "`If-None-Match` matched: the client holds this version; no value.",
+            headers(("ETag" = String, description = "`\"vN\"`: the version read."))),
+        (status = 400, description = "A malformed path, `version` or `If-None-Match`, or an unknown query parameter."),
+        (status = 404, description = "No such key or version in the instance (or another tenant's)."),
+    ),
+)]
 async fn value(
     caller: Authorized<op::Value>,
     path: KeyPath,
@@ -227,27 +399,30 @@ async fn value(
             .into_response();
         return Ok(with_etag(response, secret.meta.version));
     }
-    #[derive(Serialize)]
-    struct Body<'a> {
-        key: &'a str,
-        version: u32,
-        #[serde(rename = "type")]
-        kind: SecretType,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        value: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        value_base64: Option<String>,
-    }
     let (text, b64) = match secret.value.expose_str() {
         Ok(s) => (Some(s), None),
         Err(_) => (None, Some(BASE64.encode(secret.value.expose()))),
     };
-    let body = Body { key: &secret.meta.key, version: secret.meta.version, kind: secret.meta.kind, value: text, value_base64: b64 };
+    let body = ValueBody { key: &secret.meta.key, version: secret.meta.version, kind: secret.meta.kind, value: text, value_base64: b64 };
     let mut response = with_etag(json(StatusCode::OK, &body), secret.meta.version);
     response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
     Ok(response)
 }
 
+/// Deletes a secret with all its versions.
+///
+/// Role: write.
+#[utoipa::path(
+    delete,
+    path = "/v1/instances/{instance}/secrets/{key}",
+    tag = "secrets",
+    params(KeyPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "A malformed path, a query, or `If-Match`/`If-None-Match` (not supported here)."),
+        (status = 404, description = "No such key in the instance (or another tenant's)."),
+    ),
+)]
 async fn delete(
     caller: Authorized<op::Delete>,
     _: NoQuery,
@@ -265,6 +440,28 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The answer of a rotation.
+#[derive(Serialize, ToSchema)]
+struct RotateBody {
+    /// How many versions were re-protected.
+    rotated: u32,
+}
+
+/// Re-protects every retained version of a secret under the store's newest
+/// key material.
+///
+/// Role: write.
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{instance}/secrets/{key}/rotate",
+    tag = "secrets",
+    params(KeyPath),
+    responses(
+        (status = 200, description = "Rotated.", body = RotateBody),
+        (status = 400, description = "A malformed path, a query, or `If-Match`/`If-None-Match` (not supported here)."),
+        (status = 404, description = "No such key in the instance (or another tenant's)."),
+    ),
+)]
 async fn rotate(
     caller: Authorized<op::Rotate>,
     _: NoQuery,
@@ -280,26 +477,58 @@ async fn rotate(
         .call(Some(&caller.ctx), "rotate", move |inner| inner.secrets.rotate(&scope, &instance, &key))
         .await?
         .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "rotated": rotated })))
+    Ok(json(StatusCode::OK, &RotateBody { rotated }))
 }
 
+/// The format of `/env`'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(super) enum EnvFormat {
+    /// A JSON object.
+    Json,
+    /// `NAME="value"` lines.
+    Dotenv,
+}
 
+/// The env secrets of an instance: name to value.
+#[derive(Serialize, ToSchema)]
+#[serde(transparent)]
+struct EnvBody<'a>(BTreeMap<&'a str, &'a str>);
+
+/// The env secrets of an instance, current versions.
+///
+/// Roles: read, write, inject.
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{instance}/env",
+    tag = "instances",
+    params(
+        InstancePath,
+        ("format" = Option<EnvFormat>, Query, description = "`json` (the default) or `dotenv`."),
+    ),
+    responses(
+        (status = 200, description = "The env secrets; an instance with only other kinds of secret answers an empty set.",
+            content((EnvBody = "application/json"), (String = "text/plain; charset=utf-8"))),
+        (status = 400, description = "A malformed path or `format`, or an unknown query parameter."),
+        (status = 404, description = "The instance has no secrets (or is another tenant's)."),
+    ),
+)]
 async fn env(
     caller: Authorized<op::Env>,
     InstancePath(instance): InstancePath,
     State(app): State<App>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut dotenv_format = false;
+    let mut format = EnvFormat::Json;
     for (_, v) in query(raw.as_deref(), &["format"])? {
-        dotenv_format = match v.as_str() {
-            "json" | "" => false,
-            "dotenv" => true,
+        format = match v.as_str() {
+            "json" | "" => EnvFormat::Json,
+            "dotenv" => EnvFormat::Dotenv,
             _ => return Err(ApiError::bad_request("format: must be json or dotenv")),
         };
     }
     let env = instance_read(&app, caller, instance, "inject", |s, scope, name| s.inject(scope, name), BTreeMap::is_empty).await?;
-    if dotenv_format {
+    if format == EnvFormat::Dotenv {
         let body = Body::from(crate::env_format::dotenv(&env));
         return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response());
     }
@@ -310,7 +539,7 @@ async fn env(
         };
         map.insert(k.as_str(), text);
     }
-    Ok(json(StatusCode::OK, &map))
+    Ok(json(StatusCode::OK, &EnvBody(map)))
 }
 
 /// `read` of the caller's instance. An empty answer from an instance
@@ -340,6 +569,36 @@ where
     .ok_or_else(|| no_secrets(&instance))
 }
 
+/// The files of an instance's file, tls and registry secrets, sorted by path.
+#[derive(Serialize, ToSchema)]
+struct MountsBody<'a> {
+    mounts: Vec<MountFile<'a>>,
+}
+
+/// A file to mount.
+#[derive(Serialize, ToSchema)]
+struct MountFile<'a> {
+    /// Relative to the secrets directory.
+    path: &'a str,
+    /// Unix permission bits.
+    mode: u32,
+    /// The file's contents in base64 (standard alphabet, padded).
+    contents_base64: String,
+}
+
+/// The files an instance mounts, current versions.
+///
+/// Roles: read, write, inject.
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{instance}/mounts",
+    tag = "instances",
+    params(InstancePath),
+    responses(
+        (status = 200, description = "The files; an instance with only env secrets answers an empty list.", body = MountsBody),
+        (status = 404, description = "The instance has no secrets (or is another tenant's)."),
+    ),
+)]
 async fn mounts(
     caller: Authorized<op::Mounts>,
     _: NoQuery,
@@ -347,15 +606,9 @@ async fn mounts(
     State(app): State<App>,
 ) -> Result<Response, ApiError> {
     let mounts = instance_read(&app, caller, instance, "mounts", |s, scope, name| s.mounts(scope, name), Vec::is_empty).await?;
-    #[derive(Serialize)]
-    struct File<'a> {
-        path: &'a str,
-        mode: u32,
-        contents_base64: String,
-    }
-    let files: Vec<File> = mounts
+    let files: Vec<MountFile> = mounts
         .iter()
-        .map(|m| File { path: &m.path, mode: m.mode, contents_base64: BASE64.encode(m.contents.expose()) })
+        .map(|m| MountFile { path: &m.path, mode: m.mode, contents_base64: BASE64.encode(m.contents.expose()) })
         .collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "mounts": files })))
+    Ok(json(StatusCode::OK, &MountsBody { mounts: files }))
 }

@@ -16,6 +16,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use percent_encoding::percent_decode_str;
 use secrets_guest::validate;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::errors::ApiError;
 use super::request::RequestContext;
@@ -65,8 +68,12 @@ fn instance_of(params: &RawPathParams) -> Result<String, ApiError> {
 }
 
 /// The `{instance}` of the path, checked.
-#[derive(Debug)]
-pub struct InstancePath(pub String);
+#[derive(Debug, IntoParams)]
+#[into_params(names("instance"), parameter_in = Path)]
+pub struct InstancePath(
+    /// The instance id.
+    pub String,
+);
 
 impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
     type Rejection = ApiError;
@@ -82,7 +89,8 @@ impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
 }
 
 /// The `{instance}` and `{key}` of the path, checked.
-#[derive(Debug)]
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct KeyPath {
     /// The instance id.
     pub instance: String,
@@ -272,6 +280,32 @@ pub struct SetBody {
     pub value: SecretValue,
 }
 
+/// The body's two shapes, for the OpenAPI document: what [`set_body`]
+/// accepts, and nothing else.
+impl PartialSchema for SetBody {
+    fn schema() -> RefOr<Schema> {
+        let shape = |field: &str, description: &str| {
+            ObjectBuilder::new()
+                .property("type", Ref::from_schema_name(SecretType::name()))
+                .property(field, ObjectBuilder::new().schema_type(Type::String).description(Some(description)))
+                .required("type")
+                .required(field)
+                .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .item(shape("value", "The value as text."))
+            .item(shape("value_base64", "The value in base64 (standard alphabet, padded), for bytes."))
+            .description(Some("The secret's type and its value: exactly one of `value` and `value_base64`."))
+            .into()
+    }
+}
+
+impl ToSchema for SetBody {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((SecretType::name().into_owned(), SecretType::schema()));
+    }
+}
+
 const TYPES: &str = "env, file, registry or tls";
 
 /// Parses a set's body. Every problem is reported (one message each,
@@ -399,6 +433,31 @@ mod tests {
         assert!(err(r#"{"type":"x","value_base64":"!!"}"#).errors.len() == 2);
         let e = set_body(&json_headers(), br#"{"type":"file","value":"12345"}"#, 4).unwrap_err();
         assert_eq!(e.status.as_u16(), 413);
+    }
+
+    /// The body's OpenAPI schema against the parser: every documented shape
+    /// with every documented type is taken, and the shapes name the
+    /// parser's fields, no more.
+    #[test]
+    fn the_documented_bodies_are_taken() {
+        let schema = serde_json::to_value(SetBody::schema()).unwrap();
+        let types = serde_json::to_value(SecretType::schema()).unwrap();
+        let mut fields = std::collections::BTreeSet::new();
+        for shape in schema["oneOf"].as_array().unwrap() {
+            assert_eq!(shape["additionalProperties"], false, "{shape}");
+            let required: Vec<&str> = shape["required"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+            let properties: Vec<&String> = shape["properties"].as_object().unwrap().keys().collect();
+            assert_eq!(properties.len(), required.len(), "{shape}");
+            fields.extend(required.iter().copied());
+            for kind in types["enum"].as_array().unwrap() {
+                // "YQ==" is text, and base64 too.
+                let body: serde_json::Map<String, serde_json::Value> =
+                    required.iter().map(|f| (f.to_string(), if *f == "type" { kind.clone() } else { "YQ==".into() })).collect();
+                let body = serde_json::to_vec(&body).unwrap();
+                assert!(set_body(&json_headers(), &body, 65536).is_ok(), "{}", String::from_utf8_lossy(&body));
+            }
+        }
+        assert_eq!(fields.into_iter().collect::<Vec<_>>(), ["type", "value", "value_base64"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `GET /v1/instances/{instance}/mounts` | `{"mounts":[{"path","mode","contents_base64"}]}` | read, write, inject |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (a read transaction on the store) | no token |
 //! | `GET /metrics` | Prometheus text format ([`metrics`]: no tenant, instance, key or token in a label) | no token |
+//! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of every route here ([`openapi`]); not audited | no token |
 //!
 //! An instance without any secret is a 404 on `list`, `env` and `mounts`
 //! (as is any instance of another tenant): a typo never looks like an
@@ -46,11 +47,11 @@
 //!   blocks; token checks have slots of their own; a trap is a 500 with the request id
 //!   and the server keeps serving. With a rate limit, each token gets N
 //!   requests per second in this process ([`ratelimit`]; 429 beyond).
-//! - **Audit** ([`audit`]): with an audit log, every `/v1` request gets an
-//!   outcome line, and requests that return values or write get an intent
-//!   line before their call; when the audit log cannot be written, such a
-//!   request is refused (503) before anything is read or written, and
-//!   values are withheld when their outcome line fails.
+//! - **Audit** ([`audit`]): with an audit log, every `/v1` request but the
+//!   OpenAPI document gets an outcome line, and requests that return values
+//!   or write get an intent line before their call; when the audit log
+//!   cannot be written, such a request is refused (503) before anything is
+//!   read or written, and values are withheld when their outcome line fails.
 //! - **Check-and-set**: `If-Match`/`If-None-Match: *` become the
 //!   component's `if_version`, compared inside the write transaction (no
 //!   race between the check and the write); a mismatch is the host's
@@ -77,7 +78,8 @@
 //!
 //! # Layout
 //! - `mod.rs`: [`App`] (the shared state) and [`ApiConfig`].
-//! - `handlers.rs`: the routes; `input.rs`: path, query, header and body
+//! - `handlers.rs`: the routes and their documentation; `openapi.rs`: the
+//!   OpenAPI document, assembled; `input.rs`: path, query, header and body
 //!   checks; `auth.rs`: bearer tokens, rate limits and roles; `errors.rs`:
 //!   the status mapping; `request.rs`: request id, error bodies, the
 //!   outcome audit line, the log line; `audit.rs`: the audit log;
@@ -93,6 +95,7 @@ pub mod errors;
 mod handlers;
 pub mod input;
 mod metrics;
+mod openapi;
 pub mod ratelimit;
 pub mod request;
 pub mod server;
@@ -101,6 +104,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::Method;
 use tokio::sync::Semaphore;
 
 use crate::backends::VaultError;
@@ -112,6 +116,13 @@ use metrics::Metrics;
 use ratelimit::RateLimiter;
 use request::RequestContext;
 pub use server::{ServeOutcome, TlsConfig, check_listen, serve, shutdown_signal};
+
+/// The method and path template of every route [`App::router`] serves
+/// (a `GET` route answers `HEAD` too). The OpenAPI document describes
+/// exactly these.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    handlers::routes().into_iter().map(|(method, path, _)| (method, path)).collect()
+}
 
 /// Default of [`ApiConfig::max_concurrent_calls`].
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 64;

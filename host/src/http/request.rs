@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use super::App;
 use super::audit::{self, AuditLine};
-use super::errors::ApiError;
+use super::errors::{ApiError, ErrorBody};
 use crate::tokens::Operation;
 
 /// The response header carrying the request id.
@@ -144,14 +144,18 @@ impl RequestContext {
 }
 
 fn error_body(error: &ApiError, request_id: &str) -> Body {
-    let body = serde_json::json!({ "errors": error.errors, "code": error.code, "request_id": request_id });
+    let body = ErrorBody { errors: &error.errors, code: error.code, request_id };
     Body::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
-/// Whether requests on `route` go to the audit log: the API's, not the
-/// operational endpoints (health, readiness, metrics) nor unknown paths.
-fn audited(route: Option<&str>) -> bool {
-    route.is_some_and(|r| r.starts_with("/v1/"))
+/// Whether a request goes to the audit log: those of routes that act on
+/// secrets (their handlers name an operation before anything else, even
+/// before the token is checked), not the operational endpoints (health,
+/// readiness, metrics, the API's description) nor unknown paths. Decided
+/// by what the handler is, not by its path, so nesting the router
+/// elsewhere changes nothing.
+fn audited(ctx: &RequestContext) -> bool {
+    ctx.operation().is_some()
 }
 
 /// Writes the outcome line of a request. `Err` only when the answer
@@ -204,7 +208,7 @@ pub(crate) async fn around(State(app): State<App>, mut req: Request, next: Next)
         .extensions_mut()
         .remove::<ApiError>()
         .or_else(|| (status.is_client_error() || status.is_server_error()).then(|| ApiError::from_status(status)));
-    if audited(route.as_deref())
+    if audited(&ctx)
         && let Err(withheld) = audit_outcome(&app, &ctx, error.as_ref().map_or(status, |e| e.status), error.as_ref(), start).await
     {
         // The values are dropped here, unsent.
