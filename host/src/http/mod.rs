@@ -84,6 +84,8 @@
 //!   the status mapping; `request.rs`: request id, error bodies, the
 //!   outcome audit line, the log line; `audit.rs`: the audit log;
 //!   `ratelimit.rs`: token buckets; `metrics.rs`: `/metrics`;
+//!   `vault_api.rs`: the Vault KV v2-compatible routes (not in the OpenAPI
+//!   document, which describes the native API);
 //!   `server.rs`: listening, TLS, loopback rule, graceful shutdown.
 //!
 //! [`Secrets`]: crate::Secrets
@@ -99,6 +101,7 @@ mod openapi;
 pub mod ratelimit;
 pub mod request;
 pub mod server;
+pub mod vault_api;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
