@@ -14,6 +14,7 @@
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (a read transaction on the store) | no token |
 //! | `GET /metrics` | Prometheus text format ([`metrics`]: no tenant, instance, key or token in a label) | no token |
 //! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of every route here ([`openapi`]); not audited | no token |
+//! | `/v1/secret/{data,metadata,delete,undelete,destroy}/...`, `/v1/auth/token/lookup-self`, `/v1/sys/health`, `/v1/sys/internal/ui/mounts/...` | Vault KV v2 compatibility ([`vault_api`]): Vault's envelope, errors and statuses, `X-Vault-Token`; not in the OpenAPI document | as the native routes; the two `sys` probes without a token |
 //!
 //! An instance without any secret is a 404 on `list`, `env` and `mounts`
 //! (as is any instance of another tenant): a typo never looks like an
