@@ -129,11 +129,13 @@ impl From<VaultError> for TokenError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Metadata, values, lists, versions, env and mounts.
+    /// Metadata, values, lists, versions, instances, env and mounts.
     Read,
-    /// Everything `read` does, plus set, delete and rotate.
+    /// Everything `read` does, plus set, delete, rotate and the version
+    /// lifecycle (soft delete, undelete, destroy, rollback).
     Write,
-    /// Env and mounts only: what a deploy agent needs to start a container.
+    /// Env and mounts only: what a deploy agent needs to start a container
+    /// (and a look at its own token).
     Inject,
 }
 
@@ -152,8 +154,8 @@ impl Role {
         use Operation::*;
         match self {
             Role::Write => true,
-            Role::Read => matches!(op, Metadata | Value | List | Env | Mounts),
-            Role::Inject => matches!(op, Env | Mounts),
+            Role::Read => matches!(op, Metadata | Value | List | Env | Mounts | Instances | LookupSelf),
+            Role::Inject => matches!(op, Env | Mounts | LookupSelf),
         }
     }
 }
@@ -196,6 +198,18 @@ pub enum Operation {
     Delete,
     /// Re-encrypting a key's versions.
     Rotate,
+    /// Soft-deleting versions of a key (their values stay, recoverable).
+    DeleteVersions,
+    /// Undoing a soft delete.
+    Undelete,
+    /// Removing the values of versions for good.
+    Destroy,
+    /// Writing an old version's value again as the key's next version.
+    Rollback,
+    /// The tenant's instances (names only).
+    Instances,
+    /// What the caller's own token is (id, tenant, role; never the token).
+    LookupSelf,
 }
 
 impl Operation {
@@ -210,6 +224,12 @@ impl Operation {
             Operation::Set => "set",
             Operation::Delete => "delete",
             Operation::Rotate => "rotate",
+            Operation::DeleteVersions => "delete-versions",
+            Operation::Undelete => "undelete",
+            Operation::Destroy => "destroy",
+            Operation::Rollback => "rollback",
+            Operation::Instances => "instances",
+            Operation::LookupSelf => "lookup-self",
         }
     }
 
@@ -219,9 +239,19 @@ impl Operation {
         matches!(self, Operation::Value | Operation::Env | Operation::Mounts)
     }
 
-    /// Whether it changes the store (`set`, `delete`, `rotate`).
+    /// Whether it changes the store (`set`, `delete`, `rotate`,
+    /// `delete-versions`, `undelete`, `destroy`, `rollback`).
     pub fn writes(self) -> bool {
-        matches!(self, Operation::Set | Operation::Delete | Operation::Rotate)
+        matches!(
+            self,
+            Operation::Set
+                | Operation::Delete
+                | Operation::Rotate
+                | Operation::DeleteVersions
+                | Operation::Undelete
+                | Operation::Destroy
+                | Operation::Rollback
+        )
     }
 }
 
@@ -718,11 +748,18 @@ mod tests {
     #[test]
     fn roles_allow_what_the_issue_says() {
         use Operation::*;
-        let all = [Metadata, Value, List, Env, Mounts, Set, Delete, Rotate];
+        let all = [
+            Metadata, Value, List, Env, Mounts, Set, Delete, Rotate, DeleteVersions, Undelete, Destroy, Rollback, Instances,
+            LookupSelf,
+        ];
         let allowed = |r: Role| all.iter().copied().filter(|op| r.allows(*op)).collect::<Vec<_>>();
         assert_eq!(allowed(Role::Write), all.to_vec());
-        assert_eq!(allowed(Role::Read), vec![Metadata, Value, List, Env, Mounts]);
-        assert_eq!(allowed(Role::Inject), vec![Env, Mounts]);
+        assert_eq!(allowed(Role::Read), vec![Metadata, Value, List, Env, Mounts, Instances, LookupSelf]);
+        assert_eq!(allowed(Role::Inject), vec![Env, Mounts, LookupSelf]);
+        let writes = all.iter().copied().filter(|op| op.writes()).collect::<Vec<_>>();
+        assert_eq!(writes, vec![Set, Delete, Rotate, DeleteVersions, Undelete, Destroy, Rollback]);
+        let values = all.iter().copied().filter(|op| op.returns_values()).collect::<Vec<_>>();
+        assert_eq!(values, vec![Value, Env, Mounts]);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub mod op {
             }
         )*};
     }
-    ops!(Metadata, Value, List, Env, Mounts, Set, Delete, Rotate);
+    ops!(Metadata, Value, List, Env, Mounts, Set, Delete, Rotate, DeleteVersions, Undelete, Destroy, Rollback, Instances);
 }
 
 /// The token from an `Authorization: Bearer` header, checked for its form.
