@@ -13,9 +13,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::cell::RefCell;
+
 use secrets_host::backends::StoreConfig;
 use secrets_host::backends::postgres::PostgresBackend;
-use secrets_host::{Backend, Limits, Sandbox, Scope, SecretType, Secrets, SetRequest};
+use secrets_host::{
+    Access, Allocation, Backend, Limits, MemoryBackend, Sandbox, SandboxEngine, Scope, SecretType, Secrets, SetRequest,
+    Transaction,
+};
 
 /// Median and 99th percentile of `samples` runs of `f`.
 fn time(samples: usize, mut f: impl FnMut()) -> (Duration, Duration) {
@@ -122,12 +127,121 @@ fn raw_openbao_read(samples: usize) -> Option<Duration> {
     Some(median)
 }
 
+/// A transaction of the host's `memory:` store as the guest logic's vault:
+/// the logic run natively, without the sandbox, on the same store.
+struct NativeVault(RefCell<Box<dyn Transaction>>);
+
+fn guest_error(e: secrets_host::VaultError) -> secrets_guest::VaultError {
+    secrets_guest::VaultError::Other(e.to_string())
+}
+
+impl secrets_guest::Vault for &NativeVault {
+    fn store(&self, key: &str, value: &[u8]) -> Result<(), secrets_guest::VaultError> {
+        self.0.borrow_mut().store(key, value).map_err(guest_error)
+    }
+    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>, secrets_guest::VaultError> {
+        self.0.borrow_mut().retrieve(key).map_err(guest_error)
+    }
+    fn retrieve_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, secrets_guest::VaultError> {
+        self.0.borrow_mut().retrieve_many(keys).map_err(guest_error)
+    }
+    fn delete(&self, key: &str) -> Result<(), secrets_guest::VaultError> {
+        self.0.borrow_mut().delete(key).map_err(guest_error)
+    }
+    fn rotate(&self, key: &str) -> Result<(), secrets_guest::VaultError> {
+        self.0.borrow_mut().rotate(key).map_err(guest_error)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// The sandbox tax: each call natively (the guest logic in one
+/// transaction of a `memory:` store) and through the component on the same
+/// kind of store, in one run; and the component on pooled against
+/// on-demand instances.
+fn sandbox_tax(samples: usize) {
+    let native_store = MemoryBackend::new();
+    let native = |access: Access, f: &dyn Fn(&secrets_guest::Secrets<&NativeVault>)| {
+        let vault = NativeVault(RefCell::new(native_store.begin(access, "bench").unwrap()));
+        f(&secrets_guest::Secrets::new(&vault, secrets_guest::Limits::default(), now_ms));
+        if access == Access::Write {
+            vault.0.into_inner().commit().unwrap();
+        }
+    };
+    let request = |key: &str, value: String| secrets_guest::SetRequest {
+        instance_id: "i20".into(),
+        key: key.into(),
+        value: value.into_bytes(),
+        kind: secrets_guest::SecretType::Env,
+        if_version: None,
+    };
+    for i in 0..20 {
+        native(Access::Write, &|s| drop(s.set(&request(&format!("KEY_{i:03}"), format!("value-{i:03}"))).unwrap()));
+    }
+    let counter = std::cell::Cell::new(0u32);
+    let native_rows = [
+        time(samples, || native(Access::Read, &|s| drop(s.get("i20", "KEY_003").unwrap()))).0,
+        time(samples, || {
+            counter.set(counter.get() + 1);
+            native(Access::Write, &|s| drop(s.set(&request("KEY_000", format!("v{}", counter.get()))).unwrap()));
+        })
+        .0,
+        time(samples, || native(Access::Read, &|s| drop(s.inject("i20").unwrap()))).0,
+    ];
+
+    let mut component_rows = Vec::new();
+    for allocation in [Allocation::Pooled, Allocation::OnDemand] {
+        let engine = SandboxEngine::with_allocation(allocation).unwrap();
+        let sandbox = Arc::new(Sandbox::compile(engine).unwrap());
+        let s = Secrets::with_sandbox(sandbox, Arc::new(MemoryBackend::new()), Limits::default());
+        let scope = Scope::tenant("bench").unwrap();
+        populate(&s, &scope, 20);
+        let counter = std::cell::Cell::new(0u32);
+        let rows = [
+            time(samples, || drop(s.get(&scope, "i20", "KEY_003").unwrap())).0,
+            time(samples, || {
+                counter.set(counter.get() + 1);
+                s.set(&scope, SetRequest::new("i20", "KEY_000", SecretType::Env, format!("v{}", counter.get()))).unwrap();
+            })
+            .0,
+            time(samples, || drop(s.inject(&scope, "i20").unwrap())).0,
+        ];
+        throughput(&s, &scope, 1, 200);
+        let one = throughput(&s, &scope, 1, 3000);
+        let two = throughput(&s, &scope, 2, 3000);
+        component_rows.push((allocation, rows, one, two));
+    }
+    println!("| call (memory:, 20 keys) | native logic | component, pooled | tax | component, on demand | tax |");
+    println!("|---|---|---|---|---|---|");
+    for (i, call) in ["get", "set", "inject (20 env keys)"].into_iter().enumerate() {
+        let (pooled, on_demand) = (component_rows[0].1[i], component_rows[1].1[i]);
+        let native = native_rows[i];
+        let tax = |d: Duration| d.as_secs_f64() / native.as_secs_f64();
+        println!(
+            "| {call} | {} | {} | {:.1}× | {} | {:.1}× |",
+            us(native),
+            us(pooled),
+            tax(pooled),
+            us(on_demand),
+            tax(on_demand)
+        );
+    }
+    for (allocation, _, one, two) in &component_rows {
+        println!("memory: get throughput, {allocation:?}: 1 thread {one:.0}/s, 2 threads {two:.0}/s = {:.2}×", two / one);
+    }
+    println!();
+}
+
 /// A store to measure: its name, the backend, and the PostgreSQL backend
 /// again when it is one (for its round-trip counter).
 type Store = (String, Arc<dyn Backend>, Option<Arc<PostgresBackend>>);
 
 fn main() {
     // `cargo bench` passes `--bench`: nothing to parse.
+    let samples: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    sandbox_tax(samples);
     let sandbox = Arc::new(Sandbox::new().expect("the embedded component compiles"));
     let dir = tempfile::tempdir().unwrap();
     let mut stores: Vec<Store> = vec![

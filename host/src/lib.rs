@@ -64,7 +64,7 @@ pub mod types;
 
 pub use backends::{Access, Backend, MemoryBackend, StoreConfig, Transaction, Vault, VaultError};
 pub use error::Error;
-pub use sandbox::{Sandbox, SandboxEngine};
+pub use sandbox::{Allocation, Sandbox, SandboxEngine};
 pub use secrets::{Resolved, Secrets};
 pub use secrets_guest::{Limits, limits};
 pub use tenant::Scope;

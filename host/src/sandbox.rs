@@ -20,6 +20,17 @@
 //! Deadlines count ticks of the engine's epoch, which one thread per
 //! [`SandboxEngine`] advances every [`EPOCH_TICK`], however many sandboxes
 //! share the engine.
+//!
+//! Instances come from wasmtime's pooling allocator by default
+//! ([`Allocation::Pooled`]): [`MAX_CONCURRENT_INSTANCES`] slots reserved
+//! once per engine, reused call after call. A slot's memory is reset
+//! between calls (copy-on-write images of the component's data; the first
+//! [`KEEP_RESIDENT_BYTES`] are cleared with `memset` and stay mapped, the
+//! rest is returned to the kernel), so a call never sees what an earlier
+//! one left, as with a fresh mapping, without an `mmap`/`munmap` (and the
+//! cross-core TLB shootdowns they cause) per call. A call waits for a free
+//! slot ([`SandboxEngine::reserve`]) before its transaction begins, so
+//! calls waiting for a slot hold no lock.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,6 +66,25 @@ pub const MAX_BYTES_STORED_PER_CALL: u64 = 64 << 20;
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The resolution of call deadlines: the engine's epoch advances this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Calls one engine runs at once with [`Allocation::Pooled`]; more wait
+/// for a slot. Each slot reserves address space (not memory) for one
+/// linear memory: about 4 GiB with its guard region.
+pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
+/// Low bytes of a pooled slot's linear memory (and tables) reset with
+/// `memset` and kept mapped between calls; the component's working set of
+/// a typical call fits.
+pub const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+/// How the instances of an engine get their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allocation {
+    /// A pool of [`MAX_CONCURRENT_INSTANCES`] slots, reused (the default).
+    #[default]
+    Pooled,
+    /// A fresh mapping per call, unmapped after it: no address space held
+    /// between calls, no cap on concurrent calls, slower.
+    OnDemand,
+}
 
 /// How a vault operation of the component failed: the backend's error,
 /// handed to the component as a `vault-error` value, or a breach of the
@@ -216,7 +246,29 @@ impl context::Host for CallState {
 #[derive(Clone)]
 pub struct SandboxEngine {
     engine: Engine,
+    slots: Arc<Slots>,
     _ticker: Arc<Ticker>,
+}
+
+/// The free instance slots of a pooled engine (`None`: unbounded).
+struct Slots {
+    free: std::sync::Mutex<Option<u32>>,
+    freed: std::sync::Condvar,
+}
+
+/// A reserved instance slot ([`SandboxEngine::reserve`]); freed on drop.
+pub struct Slot {
+    slots: Arc<Slots>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut free = self.slots.free.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = free.as_mut() {
+            *n += 1;
+            self.slots.freed.notify_one();
+        }
+    }
 }
 
 /// Stops the epoch thread when dropped.
@@ -231,9 +283,33 @@ impl Drop for Ticker {
 }
 
 impl SandboxEngine {
-    /// A new engine with [`Sandbox::engine_config`] and its epoch ticker.
+    /// A new engine with [`Sandbox::engine_config`] (pooled instances) and
+    /// its epoch ticker.
     pub fn new() -> Result<SandboxEngine, Error> {
-        let engine = Engine::new(&Sandbox::engine_config()).map_err(sandbox_error)?;
+        Self::with_allocation(Allocation::Pooled)
+    }
+
+    /// A new engine whose instances are allocated as `allocation` says.
+    pub fn with_allocation(allocation: Allocation) -> Result<SandboxEngine, Error> {
+        let mut config = Sandbox::engine_config();
+        let free = match allocation {
+            Allocation::Pooled => {
+                let mut pool = wasmtime::PoolingAllocationConfig::new();
+                pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
+                    // Every module instance and memory of every instance in
+                    // flight (the component has a few of each).
+                    .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
+                    .total_memories(MAX_CONCURRENT_INSTANCES * 2)
+                    .total_tables(MAX_CONCURRENT_INSTANCES * 8)
+                    .max_memory_size(MAX_CALL_MEMORY_BYTES)
+                    .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+                    .table_keep_resident(KEEP_RESIDENT_BYTES / 16);
+                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+                Some(MAX_CONCURRENT_INSTANCES)
+            }
+            Allocation::OnDemand => None,
+        };
+        let engine = Engine::new(&config).map_err(sandbox_error)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (weak, stopped) = (engine.weak(), stop.clone());
         std::thread::Builder::new()
@@ -250,7 +326,22 @@ impl SandboxEngine {
                 }
             })
             .map_err(|e| Error::Sandbox(format!("cannot start the epoch thread: {e}")))?;
-        Ok(SandboxEngine { engine, _ticker: Arc::new(Ticker { stop }) })
+        let slots = Arc::new(Slots { free: std::sync::Mutex::new(free), freed: std::sync::Condvar::new() });
+        Ok(SandboxEngine { engine, slots, _ticker: Arc::new(Ticker { stop }) })
+    }
+
+    /// Waits for a free instance slot (at once with
+    /// [`Allocation::OnDemand`]). Take it before anything that holds a
+    /// lock, and keep it until the call's instance is dropped.
+    pub fn reserve(&self) -> Slot {
+        let mut free = self.slots.free.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(0) = *free {
+            free = self.slots.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(n) = free.as_mut() {
+            *n -= 1;
+        }
+        Slot { slots: self.slots.clone() }
     }
 
     /// The wasmtime engine.
@@ -386,6 +477,46 @@ mod tests {
 
     fn is_limit(r: Result<impl std::fmt::Debug, VaultFault>, needle: &str) -> bool {
         matches!(r, Err(VaultFault::Limit(ref m)) if m.contains(needle))
+    }
+
+    #[test]
+    fn a_pooled_engine_hands_out_its_slots_and_then_waits() {
+        let engine = SandboxEngine::new().unwrap();
+        let held: Vec<Slot> = (0..MAX_CONCURRENT_INSTANCES).map(|_| engine.reserve()).collect();
+        let (sent, got) = std::sync::mpsc::channel();
+        let waiter = {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let slot = engine.reserve();
+                sent.send(()).unwrap();
+                drop(slot);
+            })
+        };
+        assert!(got.recv_timeout(Duration::from_millis(300)).is_err(), "no slot is free");
+        drop(held);
+        got.recv_timeout(Duration::from_secs(10)).expect("a freed slot is handed on");
+        waiter.join().unwrap();
+        // On demand, nothing is counted.
+        let unbounded = SandboxEngine::with_allocation(Allocation::OnDemand).unwrap();
+        let _many: Vec<Slot> = (0..MAX_CONCURRENT_INSTANCES + 1).map(|_| unbounded.reserve()).collect();
+    }
+
+    /// More threads than slots, each making calls: every call succeeds
+    /// (they wait for a slot rather than exhaust the pool).
+    #[test]
+    fn more_callers_than_slots_all_succeed() {
+        let sandbox = Arc::new(Sandbox::new().unwrap());
+        let s = crate::Secrets::with_sandbox(sandbox, Arc::new(MemoryBackend::new()), Limits::default());
+        let scope = Scope::tenant("t").unwrap();
+        s.set(&scope, crate::SetRequest::new("web", "K", crate::SecretType::Env, "v")).unwrap();
+        let threads = MAX_CONCURRENT_INSTANCES as usize + 44;
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (s, scope) = (s.clone(), scope.clone());
+                std::thread::spawn(move || (0..3).all(|_| s.get(&scope, "web", "K").is_ok()))
+            })
+            .collect();
+        assert!(handles.into_iter().all(|h| h.join().unwrap()));
     }
 
     #[test]

@@ -167,9 +167,13 @@ impl Secrets {
         access: Access,
         f: impl FnOnce(&api::Guest, &mut Store<CallState>) -> Call<R>,
     ) -> Result<R, Error> {
+        // A slot first: a call waiting for one must hold no lock.
+        let slot = self.sandbox.engine().reserve();
         let txn = self.backend.begin(access, scope.lock_scope())?;
         let state = CallState::new(txn, scope.clone(), self.limits, now_ms());
         let (result, mut state) = self.sandbox.call(name, state, self.call_timeout, f)?;
+        // The instance is gone; the commit needs no slot.
+        drop(slot);
         let value = result.map_err(|e| error_out(e, state.take_vault_failure()))?;
         if access == Access::Write {
             state.txn.commit()?;

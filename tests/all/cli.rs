@@ -160,10 +160,55 @@ fn list_versions_and_inject_json_never_print_non_env_values() {
     }
     let list = &outputs[0];
     assert!(list.starts_with("KEY"), "{list}");
-    assert!(list.lines().any(|l| l.starts_with("notes.txt") && l.contains(" file ") && l.ends_with(&canary.len().to_string())), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("notes.txt") && l.contains(" file ") && l.contains(&format!(" {} ", canary.len())) && l.ends_with(" live")), "{list}");
     let json: serde_json::Value = serde_json::from_str(&outputs[1]).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 3);
     assert!(outputs[4].contains("env-value"), "inject prints env values by design");
+}
+
+/// Soft delete, undelete, destroy and rollback from the command line, and
+/// `versions` showing each version's state.
+#[test]
+fn version_lifecycle_commands() {
+    let env = Env::new();
+    for v in [b"one".as_slice(), b"two", b"three"] {
+        env.ok(&["set", "web", "DB", "--type", "env"], v);
+    }
+    env.ok(&["set", "api", "K", "--type", "env"], b"k");
+    assert_eq!(env.ok_text(&["instances"], b""), "api\nweb\n");
+    assert_eq!(env.ok_text(&["instances", "--json"], b"").split_whitespace().collect::<String>(), r#"["api","web"]"#);
+
+    // Soft-deleting the current version: get is not found (3), inject
+    // leaves it out, versions shows it deleted.
+    assert_eq!(env.ok_text(&["delete", "web", "DB", "--versions", "3"], b""), "deleted versions 3 of DB (undelete brings them back)\n");
+    env.fails(&["get", "web", "DB"], b"", 3);
+    assert_eq!(env.ok_text(&["inject", "web"], b""), "");
+    let versions = env.ok_text(&["versions", "web", "DB"], b"");
+    assert!(versions.lines().nth(3).is_some_and(|l| l.starts_with("DB") && l.contains(" deleted 20")), "{versions}");
+    env.ok(&["undelete", "web", "DB", "--versions", "3"], b"");
+    assert_eq!(env.ok(&["get", "web", "DB"], b""), b"three");
+
+    // Destroy: gone for good; undelete and rollback of it are conflicts (4).
+    assert_eq!(env.ok_text(&["destroy", "web", "DB", "--versions", "1"], b""), "destroyed versions 1 of DB\n");
+    env.fails(&["get", "web", "DB", "--version", "1"], b"", 3);
+    let err = env.fails(&["undelete", "web", "DB", "--versions", "1"], b"", 4);
+    assert!(err.contains("destroyed"), "{err}");
+    env.fails(&["rollback", "web", "DB", "1"], b"", 4);
+    let json: serde_json::Value = serde_json::from_str(&env.ok_text(&["versions", "web", "DB", "--json"], b"")).unwrap();
+    assert_eq!(json[0]["destroyed"], true);
+    assert!(json[1].get("destroyed").is_none() && json[1].get("deleted_at").is_none(), "{json}");
+
+    // Rollback: version 2's value as version 4.
+    assert_eq!(env.ok_text(&["rollback", "web", "DB", "2"], b""), "DB v4 (env), the value of v2\n");
+    assert_eq!(env.ok(&["get", "web", "DB"], b""), b"two");
+    // Unknown versions are not found; a bad list is a usage error.
+    env.fails(&["delete", "web", "DB", "--versions", "9"], b"", 3);
+    env.fails(&["delete", "web", "DB", "--versions", "x"], b"", 2);
+    env.fails(&["destroy", "web", "DB"], b"", 2);
+
+    // The purge still removes the key, and the instance once it is empty.
+    env.ok(&["delete", "web", "DB"], b"");
+    assert_eq!(env.ok_text(&["instances"], b""), "api\n");
 }
 
 const TRICKY: &str = "it's \"quoted\" $HOME `date` \\n # not a comment\nsecond line\ttab\n";

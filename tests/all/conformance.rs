@@ -20,8 +20,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $make;
             vault_semantics, rollback_on_drop, read_your_writes, binary_and_empty_values,
             values_at_the_limit, failed_call_rolls_back, every_failing_operation_rolls_back,
-            concurrent_writers_never_lose_a_version,
-            tenant_prefixing, rotate_keeps_plaintext, errors_do_not_leak_values);
+            concurrent_writers_never_lose_a_version, version_lifecycle,
+            instances_survive_concurrent_writers_of_different_instances, tenant_prefixing, rotate_keeps_plaintext, errors_do_not_leak_values);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -242,6 +242,64 @@ pub fn concurrent_writers_never_lose_a_version(backend: Arc<dyn Backend>) {
     assert_eq!(got, (1..=THREADS * SETS).collect::<Vec<_>>());
     let versions: Vec<u32> = s.versions(&scope, "web", "K").unwrap().iter().map(|m| m.version).collect();
     assert_eq!(versions, (1..=THREADS * SETS).collect::<Vec<_>>());
+}
+
+/// Soft delete, undelete, destroy and rollback, each one transaction:
+/// what reads see, and that a destroyed value is gone from the store.
+pub fn version_lifecycle(backend: Arc<dyn Backend>) {
+    let s = crate::common::service(backend.clone());
+    let name = unique("life");
+    let scope = Scope::tenant(&name).unwrap();
+    for v in ["one", "two", "three"] {
+        s.set(&scope, SetRequest::new("web", "DB", SecretType::Env, v)).unwrap();
+    }
+    s.delete_versions(&scope, "web", "DB", &[3]).unwrap();
+    assert_eq!(s.get(&scope, "web", "DB").unwrap_err(), Error::NotFound);
+    assert!(s.inject(&scope, "web").unwrap().is_empty());
+    let listed = s.list(&scope, "web").unwrap();
+    assert!(listed.len() == 1 && listed[0].deleted_at.is_some(), "{listed:?}");
+    s.undelete(&scope, "web", "DB", &[3]).unwrap();
+    assert_eq!(s.inject(&scope, "web").unwrap()["DB"].expose(), b"three");
+
+    let value_key = format!("t/{}/i/{}/k/{}/v/1", hex_of(&name), hex_of("web"), hex_of("DB"));
+    assert!(read(&backend, &value_key).is_some());
+    s.destroy(&scope, "web", "DB", &[1]).unwrap();
+    assert_eq!(read(&backend, &value_key), None, "destroyed means gone from the store");
+    let versions = s.versions(&scope, "web", "DB").unwrap();
+    assert!(versions[0].destroyed && !versions[1].destroyed, "{versions:?}");
+    assert!(matches!(s.undelete(&scope, "web", "DB", &[1]), Err(Error::Conflict(_))));
+
+    let meta = s.rollback(&scope, "web", "DB", 2).unwrap();
+    assert_eq!(meta.version, 4);
+    assert_eq!(s.get(&scope, "web", "DB").unwrap().value.expose(), b"two");
+    assert_eq!(s.rollback(&scope, "web", "DB", 9).unwrap_err(), Error::NotFound);
+    assert_eq!(s.instances(&scope).unwrap(), ["web"]);
+}
+
+/// Writers that each add the first key of a different instance, and
+/// others that remove an instance's last key, all at once: the tenant's
+/// list of instances loses none of them (writers of one tenant serialise).
+pub fn instances_survive_concurrent_writers_of_different_instances(backend: Arc<dyn Backend>) {
+    const WRITERS: usize = 6;
+    let s = crate::common::service(backend);
+    let scope = Scope::tenant(&unique("instances")).unwrap();
+    for i in 0..WRITERS {
+        s.set(&scope, SetRequest::new(&format!("old-{i}"), "K", SecretType::Env, "v")).unwrap();
+    }
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let (s, scope) = (s.clone(), scope.clone());
+            thread::spawn(move || {
+                s.set(&scope, SetRequest::new(&format!("new-{i}"), "K", SecretType::Env, "v")).unwrap();
+                s.delete(&scope, &format!("old-{i}"), "K").unwrap();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let expected: Vec<String> = (0..WRITERS).map(|i| format!("new-{i}")).collect();
+    assert_eq!(s.instances(&scope).unwrap(), expected);
 }
 
 /// Two tenants with the same instance and key never see each other, and

@@ -845,6 +845,80 @@ fn sigterm_finishes_requests_in_flight_within_the_grace_period() {
     assert_eq!(serde_json::from_str::<Value>(&o).unwrap().as_array().unwrap().len(), 1);
 }
 
+/// Soft delete, undelete, destroy, rollback and the instance list through
+/// the API: what reads see, roles, tenants, and bad bodies that change
+/// nothing.
+#[test]
+fn version_lifecycle_routes() {
+    let store = Store::new();
+    let (write, _) = store.token("acme", "write", None);
+    let (read, _) = store.token("acme", "read", None);
+    let (other, _) = store.token("globex", "write", None);
+    let server = store.serve(&[]);
+    let w = Some(write.as_str());
+    let key = "/v1/instances/web/secrets/DB";
+    for v in ["one", "two", "three"] {
+        assert!(server.call("PUT", key, w, Some(&json!({"type": "env", "value": v}))).status < 300);
+    }
+    let post = |path: &str, token: Option<&str>, body: Value| server.call("POST", &format!("{key}/{path}"), token, Some(&body));
+    let value = || server.call("GET", &format!("{key}/value"), w, None);
+    let versions = || server.call("GET", key, w, None).json()["versions"].clone();
+
+    // Soft delete of the current version.
+    assert_eq!(post("delete-versions", w, json!({"versions": [3]})).status, 204);
+    assert_eq!(value().status, 404);
+    assert_eq!(server.call("GET", "/v1/instances/web/env", w, None).json(), json!({}));
+    assert!(versions()[2]["deleted_at"].is_u64(), "{}", versions());
+    assert_eq!(post("undelete", w, json!({"versions": [3]})).status, 204);
+    assert_eq!(value().json()["value"], "three");
+
+    // Destroy, and the conflicts it leaves.
+    assert_eq!(post("destroy", w, json!({"versions": [1]})).status, 204);
+    assert_eq!(versions()[0]["destroyed"], true);
+    assert_eq!(server.call("GET", &format!("{key}/value?version=1"), w, None).status, 404);
+    let r = post("undelete", w, json!({"versions": [1]}));
+    assert_eq!((r.status, r.json()["code"].as_str()), (409, Some("conflict")), "{}", r.text());
+    assert_eq!(post("rollback", w, json!({"version": 1})).status, 409);
+
+    // Rollback: a new version with version 2's value; metadata, no value.
+    let r = post("rollback", w, json!({"version": 2}));
+    assert_eq!((r.status, r.header("etag")), (200, Some("\"v4\"")), "{}", r.text());
+    assert_eq!(r.json()["version"], 4);
+    assert!(r.json().get("value").is_none());
+    assert_eq!(value().json()["value"], "two");
+    assert_eq!(post("rollback", w, json!({"version": 9})).status, 404);
+
+    // Instances of the tenant; none for another one.
+    assert!(server.call("PUT", "/v1/instances/api/secrets/K", w, Some(&json!({"type": "env", "value": "k"}))).status < 300);
+    assert_eq!(server.call("GET", "/v1/instances", Some(&read), None).json(), json!({"instances": ["api", "web"]}));
+    assert_eq!(server.call("GET", "/v1/instances", Some(&other), None).json(), json!({"instances": []}));
+
+    // Roles and tenants: read may not change versions; another tenant's
+    // key is not found; neither changes anything.
+    let before = versions();
+    assert_eq!(post("delete-versions", Some(&read), json!({"versions": [4]})).status, 403);
+    assert_eq!(post("destroy", Some(&other), json!({"versions": [4]})).status, 404);
+    assert_eq!(post("rollback", Some(&other), json!({"version": 2})).status, 404);
+    // Bad bodies change nothing either.
+    for (body, status) in [
+        (json!({"versions": []}), 422),
+        (json!({"versions": [0]}), 422),
+        (json!({"versions": "4"}), 422),
+        (json!({"versions": [4], "force": true}), 422),
+        (json!({"versions": [4, 99]}), 404),
+        (json!([4]), 422),
+    ] {
+        let r = post("destroy", w, body.clone());
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+    }
+    let r = server.raw("POST", &format!("{key}/destroy"), w, Some(("text/plain", b"{\"versions\":[4]}".to_vec())), &[]);
+    assert_eq!(r.status, 415);
+    for body in [json!({"version": "2"}), json!({"version": 0}), json!({}), json!({"version": 2, "value": "x"})] {
+        assert_eq!(post("rollback", w, body.clone()).status, 422, "{body}");
+    }
+    assert_eq!(versions(), before, "nothing changed");
+}
+
 /// Two `secrets serve` on one PostgreSQL store: each sees the other's
 /// writes, versions stay 1..N under concurrent PUTs through both, and a
 /// revoked token is refused by both.
@@ -1726,7 +1800,7 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
             match doc["paths"][path][method.to_lowercase()].as_object() {
                 Some(op) => {
                     let secured = op.get("security") == Some(&json!([{"bearer": []}]));
-                    assert_eq!(secured, path.starts_with("/v1/instances/"), "{method} {path}: security");
+                    assert_eq!(secured, path.starts_with("/v1/instances"), "{method} {path}: security");
                     assert_eq!(r.status, if secured { 401 } else { 200 }, "{method} {path}: {}", r.text());
                 }
                 None => assert_eq!(r.status, 405, "{method} {path} is not documented: {}", r.text()),
@@ -1754,13 +1828,18 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
         ("delete", key.into(), vec!["204", "404"]),
         ("get", format!("{key}/value"), vec!["200", "304", "404"]),
         ("post", format!("{key}/rotate"), vec!["200", "404"]),
+        ("post", format!("{key}/delete-versions"), vec!["204", "404", "415"]),
+        ("post", format!("{key}/undelete"), vec!["204", "404", "409", "415"]),
+        ("post", format!("{key}/destroy"), vec!["204", "404", "415"]),
+        ("post", format!("{key}/rollback"), vec!["200", "404", "409", "415"]),
+        ("get", "/v1/instances".into(), vec!["200"]),
         ("get", "/v1/instances/{instance}/env".into(), vec!["200", "404"]),
         ("get", "/v1/instances/{instance}/mounts".into(), vec!["200", "404"]),
     ];
     assert_eq!(expected.len(), documented.len());
     for (method, path, mut statuses) in expected {
         let op = &doc["paths"][&path][method];
-        if path.starts_with("/v1/instances/") {
+        if path.starts_with("/v1/instances") {
             statuses.extend(secured);
         }
         let listed: BTreeSet<&str> = op["responses"].as_object().unwrap().keys().map(String::as_str).collect();
@@ -1773,6 +1852,7 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
             assert_eq!(header("Retry-After"), status == "429" || status == "503", "{method} {path} {status}: Retry-After");
             let etag = match (method, status.as_str()) {
                 ("put", "200" | "201") => true,
+                ("post", "200") => path == format!("{key}/rollback"),
                 ("get", "200" | "304") => path == key || path == format!("{key}/value"),
                 _ => false,
             };
@@ -1819,8 +1899,16 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             if let Some(body) = op.get("requestBody") {
-                assert_eq!((method.as_str(), path.as_str()), ("put", key), "a request body elsewhere");
-                property_names(&doc, body, &mut carriers, &mut BTreeSet::new());
+                if (method.as_str(), path.as_str()) == ("put", key) {
+                    property_names(&doc, body, &mut carriers, &mut BTreeSet::new());
+                } else {
+                    // The lifecycle calls take version numbers, never a value.
+                    let lifecycle = ["delete-versions", "undelete", "destroy", "rollback"].map(|end| format!("{key}/{end}"));
+                    assert!(method == "post" && lifecycle.contains(path), "a request body elsewhere: {method} {path}");
+                    let mut fields = BTreeSet::new();
+                    property_names(&doc, body, &mut BTreeSet::new(), &mut fields);
+                    assert!(value_fields.iter().all(|f| !fields.contains(*f)), "{method} {path} body: {fields:?}");
+                }
             }
             for (status, response) in op["responses"].as_object().unwrap() {
                 let (mut seen, mut fields) = (BTreeSet::new(), BTreeSet::new());

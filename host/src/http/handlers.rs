@@ -29,7 +29,8 @@ use super::App;
 use super::auth::{Authorized, op};
 use super::errors::ApiError;
 use super::input::{
-    InstancePath, KeyPath, NoQuery, SetBody, none_match, query, set_body, set_precondition, version_number, wants_raw,
+    InstancePath, KeyPath, NoQuery, SetBody, none_match, query, rollback_body, set_body, set_precondition, version_number,
+    versions_body, wants_raw,
 };
 use super::{openapi, request};
 use crate::types::{SecretMeta, SecretType, SetRequest};
@@ -59,6 +60,11 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::DELETE, "/v1/instances/{instance}/secrets/{key}", delete),
         route(Method::GET, "/v1/instances/{instance}/secrets/{key}/value", value),
         route(Method::POST, "/v1/instances/{instance}/secrets/{key}/rotate", rotate),
+        route(Method::POST, "/v1/instances/{instance}/secrets/{key}/delete-versions", delete_versions),
+        route(Method::POST, "/v1/instances/{instance}/secrets/{key}/undelete", undelete),
+        route(Method::POST, "/v1/instances/{instance}/secrets/{key}/destroy", destroy),
+        route(Method::POST, "/v1/instances/{instance}/secrets/{key}/rollback", rollback),
+        route(Method::GET, "/v1/instances", instances),
         route(Method::GET, "/v1/instances/{instance}/env", env),
         route(Method::GET, "/v1/instances/{instance}/mounts", mounts),
     ]
@@ -479,6 +485,212 @@ async fn rotate(
         .await?
         .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
     Ok(json(StatusCode::OK, &RotateBody { rotated }))
+}
+
+/// The body of `delete-versions`, `undelete` and `destroy`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "a schema: the body is parsed by input::versions_body")]
+struct VersionsBody {
+    /// 1 to 1000 version numbers of the key.
+    #[schema(min_items = 1, max_items = 1000, minimum = 1)]
+    versions: Vec<u32>,
+}
+
+/// The body of `rollback`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "a schema: the body is parsed by input::rollback_body")]
+struct RollbackBody {
+    /// The version whose value becomes the next version.
+    #[schema(minimum = 1)]
+    version: u32,
+}
+
+/// Which lifecycle change a versions request makes.
+#[derive(Clone, Copy)]
+enum Lifecycle {
+    DeleteVersions,
+    Undelete,
+    Destroy,
+}
+
+/// `delete-versions`, `undelete` and `destroy`: the body's versions of the
+/// path's key, 204 when done.
+async fn change_versions(
+    ctx: &super::request::RequestContext,
+    scope: crate::tenant::Scope,
+    path: KeyPath,
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+    change: Lifecycle,
+) -> Result<Response, ApiError> {
+    let (name, what) = match change {
+        Lifecycle::DeleteVersions => ("delete-versions", "POST .../delete-versions"),
+        Lifecycle::Undelete => ("undelete", "POST .../undelete"),
+        Lifecycle::Destroy => ("destroy", "POST .../destroy"),
+    };
+    no_preconditions(headers, what)?;
+    let versions = versions_body(headers, body)?;
+    let KeyPath { instance, key } = path;
+    let not_found = {
+        let message = format!("a version among those given, or the secret {key:?}, was not found in instance {instance:?}");
+        move || message
+    };
+    app.call(Some(ctx), name, move |inner| match change {
+        Lifecycle::DeleteVersions => inner.secrets.delete_versions(&scope, &instance, &key, &versions),
+        Lifecycle::Undelete => inner.secrets.undelete(&scope, &instance, &key, &versions),
+        Lifecycle::Destroy => inner.secrets.destroy(&scope, &instance, &key, &versions),
+    })
+    .await?
+    .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Soft-deletes versions of a secret: their values stay in the store but
+/// read as absent (a deleted current version is not injected, and `/value`
+/// is 404) until undeleted; metadata shows `deleted_at`.
+///
+/// Role: write.
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{instance}/secrets/{key}/delete-versions",
+    tag = "secrets",
+    params(KeyPath),
+    request_body(content = VersionsBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Deleted (versions already deleted or destroyed are left as they are)."),
+        (status = 404, description = "No such key, or a version is not retained; nothing changed."),
+        (status = 415, description = "The body is not `application/json`."),
+    ),
+)]
+async fn delete_versions(
+    caller: Authorized<op::DeleteVersions>,
+    _: NoQuery,
+    path: KeyPath,
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    change_versions(&caller.ctx, caller.grant.scope, path, &app, &headers, &body, Lifecycle::DeleteVersions).await
+}
+
+/// Restores soft-deleted versions of a secret.
+///
+/// Role: write.
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{instance}/secrets/{key}/undelete",
+    tag = "secrets",
+    params(KeyPath),
+    request_body(content = VersionsBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Undeleted (live versions are left as they are)."),
+        (status = 404, description = "No such key, or a version is not retained; nothing changed."),
+        (status = 409, description = "A version was destroyed and cannot come back; nothing changed."),
+        (status = 415, description = "The body is not `application/json`."),
+    ),
+)]
+async fn undelete(
+    caller: Authorized<op::Undelete>,
+    _: NoQuery,
+    path: KeyPath,
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    change_versions(&caller.ctx, caller.grant.scope, path, &app, &headers, &body, Lifecycle::Undelete).await
+}
+
+/// Removes the values of versions of a secret from the store for good;
+/// their metadata stays, with `destroyed: true`.
+///
+/// Role: write.
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{instance}/secrets/{key}/destroy",
+    tag = "secrets",
+    params(KeyPath),
+    request_body(content = VersionsBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Destroyed."),
+        (status = 404, description = "No such key, or a version is not retained; nothing changed."),
+        (status = 415, description = "The body is not `application/json`."),
+    ),
+)]
+async fn destroy(
+    caller: Authorized<op::Destroy>,
+    _: NoQuery,
+    path: KeyPath,
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    change_versions(&caller.ctx, caller.grant.scope, path, &app, &headers, &body, Lifecycle::Destroy).await
+}
+
+/// Writes the value of an older version again, as the key's next version.
+///
+/// Role: write. The answer is the new version's metadata, never the value.
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{instance}/secrets/{key}/rollback",
+    tag = "secrets",
+    params(KeyPath),
+    request_body(content = RollbackBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new version.", body = SecretMeta,
+            headers(("ETag" = String, description = "`\"vN\"`: the new version."))),
+        (status = 404, description = "No such key or version."),
+        (status = 409, description = "That version is deleted or destroyed."),
+        (status = 415, description = "The body is not `application/json`."),
+    ),
+)]
+async fn rollback(
+    caller: Authorized<op::Rollback>,
+    _: NoQuery,
+    path: KeyPath,
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    no_preconditions(&headers, "POST .../rollback")?;
+    let version = rollback_body(&headers, &body)?;
+    caller.ctx.set_version(version);
+    let scope = caller.grant.scope;
+    let KeyPath { instance, key } = path;
+    let not_found = {
+        let message = format!("version {version} of secret {key:?} not found in instance {instance:?}");
+        move || message
+    };
+    let meta = app
+        .call(Some(&caller.ctx), "rollback", move |inner| inner.secrets.rollback(&scope, &instance, &key, version))
+        .await?
+        .map_err(|e| ApiError::from(e).when_not_found(not_found))?;
+    Ok(with_etag(json(StatusCode::OK, &meta), meta.version))
+}
+
+/// The tenant's instances that hold secrets.
+#[derive(Serialize, ToSchema)]
+struct InstanceList {
+    /// Instance ids, sorted.
+    instances: Vec<String>,
+}
+
+/// Lists the tenant's instances that hold at least one secret.
+///
+/// Roles: read, write.
+#[utoipa::path(
+    get,
+    path = "/v1/instances",
+    tag = "instances",
+    responses(
+        (status = 200, description = "The instances, sorted (empty when the tenant has none).", body = InstanceList),
+    ),
+)]
+async fn instances(caller: Authorized<op::Instances>, _: NoQuery, State(app): State<App>) -> Result<Response, ApiError> {
+    let scope = caller.grant.scope;
+    let instances = app.call(Some(&caller.ctx), "instances", move |inner| inner.secrets.instances(&scope)).await??;
+    Ok(json(StatusCode::OK, &InstanceList { instances }))
 }
 
 /// The format of `/env`'s answer.

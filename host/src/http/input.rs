@@ -308,9 +308,8 @@ impl ToSchema for SetBody {
 
 const TYPES: &str = "env, file, registry or tls";
 
-/// Parses a set's body. Every problem is reported (one message each,
-/// naming the field); none repeats a value.
-pub fn set_body(headers: &HeaderMap, body: &[u8], max_value_bytes: usize) -> Result<SetBody, ApiError> {
+/// A JSON object body (`Content-Type: application/json`, else 415).
+fn json_object(headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -328,9 +327,68 @@ pub fn set_body(headers: &HeaderMap, body: &[u8], max_value_bytes: usize) -> Res
             ApiError::bad_request("body: malformed JSON")
         }
     })?;
-    let serde_json::Value::Object(mut fields) = parsed else {
-        return Err(ApiError::invalid(vec!["body: must be a JSON object".into()]));
+    match parsed {
+        serde_json::Value::Object(fields) => Ok(fields),
+        _ => Err(ApiError::invalid(vec!["body: must be a JSON object".into()])),
+    }
+}
+
+/// A version number in a JSON body: an integer from 1 to 2^32 - 1.
+fn json_version(value: &serde_json::Value) -> Option<u32> {
+    value.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| *n >= 1)
+}
+
+/// Most versions one lifecycle request may name (the component's hard
+/// maximum of retained versions per key).
+pub const MAX_VERSIONS_PER_REQUEST: usize = 1000;
+
+/// The body of `delete-versions`, `undelete` and `destroy`:
+/// `{"versions": [N, ...]}`, 1..=1000 version numbers.
+pub fn versions_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u32>, ApiError> {
+    let mut fields = json_object(headers, body)?;
+    let rule = format!("versions: required, a list of 1 to {MAX_VERSIONS_PER_REQUEST} version numbers (integers from 1)");
+    let mut errors: Vec<String> = fields
+        .keys()
+        .filter(|name| name.as_str() != "versions")
+        .map(|name| format!("unknown field {}; the only field is versions", shown(name)))
+        .collect();
+    let versions = match fields.remove("versions") {
+        Some(serde_json::Value::Array(items)) if (1..=MAX_VERSIONS_PER_REQUEST).contains(&items.len()) => {
+            items.iter().map(json_version).collect::<Option<Vec<u32>>>()
+        }
+        _ => None,
     };
+    if versions.is_none() {
+        errors.push(rule);
+    }
+    match versions {
+        Some(versions) if errors.is_empty() => Ok(versions),
+        _ => Err(ApiError::invalid(errors)),
+    }
+}
+
+/// The body of `rollback`: `{"version": N}`.
+pub fn rollback_body(headers: &HeaderMap, body: &[u8]) -> Result<u32, ApiError> {
+    let mut fields = json_object(headers, body)?;
+    let mut errors: Vec<String> = fields
+        .keys()
+        .filter(|name| name.as_str() != "version")
+        .map(|name| format!("unknown field {}; the only field is version", shown(name)))
+        .collect();
+    let version = fields.remove("version").as_ref().and_then(json_version);
+    if version.is_none() {
+        errors.push("version: required, the version number to roll back to (an integer from 1)".into());
+    }
+    match version {
+        Some(version) if errors.is_empty() => Ok(version),
+        _ => Err(ApiError::invalid(errors)),
+    }
+}
+
+/// Parses a set's body. Every problem is reported (one message each,
+/// naming the field); none repeats a value.
+pub fn set_body(headers: &HeaderMap, body: &[u8], max_value_bytes: usize) -> Result<SetBody, ApiError> {
+    let mut fields = json_object(headers, body)?;
     let mut errors = Vec::new();
     for name in fields.keys() {
         if !matches!(name.as_str(), "type" | "value" | "value_base64") {

@@ -7,8 +7,11 @@
 //! | `GET /v1/instances/{instance}/secrets` | list: `{"secrets":[meta...]}` | read, write |
 //! | `GET /v1/instances/{instance}/secrets/{key}` | current metadata + `versions` | read, write |
 //! | `GET /v1/instances/{instance}/secrets/{key}/value[?version=N]` | `{"key","version","type","value"\|"value_base64"}` + `ETag`; the raw bytes with `Accept: application/octet-stream`; 304 (no value) on a matching `If-None-Match` | read, write |
-//! | `DELETE /v1/instances/{instance}/secrets/{key}` | 204 | write |
+//! | `DELETE /v1/instances/{instance}/secrets/{key}` | the purge: every version; 204 | write |
 //! | `POST /v1/instances/{instance}/secrets/{key}/rotate` | `{"rotated": n}` | write |
+//! | `POST /v1/instances/{instance}/secrets/{key}/delete-versions`, `.../undelete`, `.../destroy` | `{"versions":[N,..]}`: soft delete, restore, remove values for good; 204 | write |
+//! | `POST /v1/instances/{instance}/secrets/{key}/rollback` | `{"version":N}`: N's value as a new version; its metadata + `ETag` | write |
+//! | `GET /v1/instances` | `{"instances":[..]}`: the tenant's instances with secrets | read, write |
 //! | `GET /v1/instances/{instance}/env[?format=json\|dotenv]` | the env secrets | read, write, inject |
 //! | `GET /v1/instances/{instance}/mounts` | `{"mounts":[{"path","mode","contents_base64"}]}` | read, write, inject |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (a read transaction on the store) | no token |

@@ -23,8 +23,10 @@ use super::handlers;
 /// Where the document is served.
 pub(crate) const PATH: &str = "/v1/openapi.json";
 
-/// The routes that take a token.
-const TOKEN_ROUTES: &str = "/v1/instances/";
+/// Whether the route at `path` takes a token: `/v1/instances` and below.
+fn takes_token(path: &str) -> bool {
+    path.strip_prefix("/v1/instances").is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// The name of the bearer security scheme.
 const BEARER: &str = "bearer";
@@ -60,6 +62,11 @@ const SHARED_ERRORS: [(&str, &str); 8] = [
         handlers::delete,
         handlers::value,
         handlers::rotate,
+        handlers::delete_versions,
+        handlers::undelete,
+        handlers::destroy,
+        handlers::rollback,
+        handlers::instances,
         handlers::env,
         handlers::mounts,
     ),
@@ -85,7 +92,7 @@ impl Modify for Shared {
             .build();
         doc.components.get_or_insert_with(Default::default).add_security_scheme(BEARER, SecurityScheme::Http(scheme));
         for (path, item) in &mut doc.paths.paths {
-            let takes_token = path.starts_with(TOKEN_ROUTES);
+            let takes_token = takes_token(path);
             for operation in operations(item) {
                 if takes_token {
                     operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);

@@ -85,8 +85,37 @@ pub enum Command {
     /// Run a command with the instance's env secrets in its environment and
     /// its file, tls and registry secrets in a private directory ($SECRETS_DIR).
     Run(RunArgs),
-    /// Delete a key with all its versions.
-    Delete { instance: String, key: String },
+    /// Delete a key with all its versions (the purge); with --versions,
+    /// soft-delete only those versions (`undelete` brings them back).
+    Delete {
+        instance: String,
+        key: String,
+        /// Soft-delete these versions (e.g. 1,2): their values are kept but
+        /// read as absent; a deleted current version is not injected.
+        #[arg(long, value_delimiter = ',', value_name = "N,...")]
+        versions: Vec<u32>,
+    },
+    /// Restore soft-deleted versions of a key.
+    Undelete {
+        instance: String,
+        key: String,
+        #[arg(long, value_delimiter = ',', value_name = "N,...", required = true)]
+        versions: Vec<u32>,
+    },
+    /// Remove the values of versions of a key for good (metadata stays).
+    Destroy {
+        instance: String,
+        key: String,
+        #[arg(long, value_delimiter = ',', value_name = "N,...", required = true)]
+        versions: Vec<u32>,
+    },
+    /// Write the value of an older version again, as the key's next version.
+    Rollback { instance: String, key: String, version: u32 },
+    /// List the tenant's instances that hold secrets.
+    Instances {
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-encrypt a key's versions (or every key of the instance) under the
     /// store's newest master key.
     Rotate {

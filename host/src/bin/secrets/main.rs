@@ -62,7 +62,7 @@ fn secret_name(key: &str, instance: &str) -> String {
 }
 
 /// The columns of `list` and `versions`.
-const META_HEADER: &[&str] = &["KEY", "TYPE", "VERSION", "CREATED", "SIZE"];
+const META_HEADER: &[&str] = &["KEY", "TYPE", "VERSION", "CREATED", "SIZE", "STATE"];
 
 /// Adds what was looked for to a bare "not found".
 fn not_found(what: String) -> impl FnOnce(Error) -> CliError {
@@ -247,8 +247,20 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 fn meta_rows(metas: &[SecretMeta]) -> Vec<Vec<String>> {
     metas
         .iter()
-        .map(|m| vec![m.key.clone(), m.kind.to_string(), m.version.to_string(), created(m.created_at), m.size.to_string()])
+        .map(|m| {
+            let state = match (m.destroyed, m.deleted_at) {
+                (true, _) => "destroyed".to_owned(),
+                (false, Some(at)) => format!("deleted {}", created(at)),
+                (false, None) => "live".to_owned(),
+            };
+            vec![m.key.clone(), m.kind.to_string(), m.version.to_string(), created(m.created_at), m.size.to_string(), state]
+        })
         .collect()
+}
+
+/// "1,2,3" for messages.
+fn version_list(versions: &[u32]) -> String {
+    versions.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn out(bytes: &[u8]) -> Result<(), CliError> {
@@ -279,6 +291,7 @@ fn run_cli(cli: Cli, tenant_given: bool) -> Result<u8, CliError> {
             | Command::Versions { .. }
             | Command::Inject { .. }
             | Command::Run(_)
+            | Command::Instances { .. }
             | Command::Token(args::TokenCommand::List { .. })
     );
     let store = if reads { store.for_reading() } else { store };
@@ -376,11 +389,45 @@ fn run_cli(cli: Cli, tenant_given: bool) -> Result<u8, CliError> {
             let code = run::run(&secrets, &scope, &store, args)?;
             return Ok(u8::try_from(code).unwrap_or(1));
         }
-        Command::Delete { instance, key } => {
+        Command::Delete { instance, key, versions } if versions.is_empty() => {
             secrets
                 .delete(&scope, &instance, &key)
                 .map_err(not_found(secret_name(&key, &instance)))?;
             out(format!("deleted {key}\n").as_bytes())?;
+        }
+        Command::Delete { instance, key, versions } => {
+            secrets
+                .delete_versions(&scope, &instance, &key, &versions)
+                .map_err(not_found(format!("versions {} of {}", version_list(&versions), secret_name(&key, &instance))))?;
+            out(format!("deleted versions {} of {key} (undelete brings them back)\n", version_list(&versions)).as_bytes())?;
+        }
+        Command::Undelete { instance, key, versions } => {
+            secrets
+                .undelete(&scope, &instance, &key, &versions)
+                .map_err(not_found(format!("versions {} of {}", version_list(&versions), secret_name(&key, &instance))))?;
+            out(format!("undeleted versions {} of {key}\n", version_list(&versions)).as_bytes())?;
+        }
+        Command::Destroy { instance, key, versions } => {
+            secrets
+                .destroy(&scope, &instance, &key, &versions)
+                .map_err(not_found(format!("versions {} of {}", version_list(&versions), secret_name(&key, &instance))))?;
+            out(format!("destroyed versions {} of {key}\n", version_list(&versions)).as_bytes())?;
+        }
+        Command::Rollback { instance, key, version } => {
+            let meta = secrets
+                .rollback(&scope, &instance, &key, version)
+                .map_err(not_found(format!("version {version} of {}", secret_name(&key, &instance))))?;
+            out(format!("{} v{} ({}), the value of v{version}\n", meta.key, meta.version, meta.kind).as_bytes())?;
+        }
+        Command::Instances { json: as_json } => {
+            let instances = secrets.instances(&scope)?;
+            if as_json {
+                json(&instances)?;
+            } else if instances.is_empty() {
+                eprintln!("no instances with secrets in tenant {:?}", scope.name());
+            } else {
+                out(instances.iter().map(|i| format!("{i}\n")).collect::<String>().as_bytes())?;
+            }
         }
         Command::Rotate { instance, key, all } => {
             let rotated = match key {
