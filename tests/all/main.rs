@@ -18,3 +18,4 @@ mod openbao;
 mod postgres;
 mod sealed;
 mod sqlite;
+mod vault_api;

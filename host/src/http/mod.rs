@@ -17,6 +17,7 @@
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (a read transaction on the store) | no token |
 //! | `GET /metrics` | Prometheus text format ([`metrics`]: no tenant, instance, key or token in a label) | no token |
 //! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of every route here ([`openapi`]); not audited | no token |
+//! | `/v1/secret/{data,metadata,delete,undelete,destroy}/...`, `/v1/auth/token/lookup-self`, `/v1/sys/health`, `/v1/sys/internal/ui/mounts/...` | Vault KV v2 compatibility ([`vault_api`]): Vault's envelope, errors and statuses, `X-Vault-Token`; not in the OpenAPI document | as the native routes; the two `sys` probes without a token |
 //!
 //! An instance without any secret is a 404 on `list`, `env` and `mounts`
 //! (as is any instance of another tenant): a typo never looks like an
@@ -87,6 +88,8 @@
 //!   the status mapping; `request.rs`: request id, error bodies, the
 //!   outcome audit line, the log line; `audit.rs`: the audit log;
 //!   `ratelimit.rs`: token buckets; `metrics.rs`: `/metrics`;
+//!   `vault_api.rs`: the Vault KV v2-compatible routes (not in the OpenAPI
+//!   document, which describes the native API);
 //!   `server.rs`: listening, TLS, loopback rule, graceful shutdown.
 //!
 //! [`Secrets`]: crate::Secrets
@@ -102,6 +105,7 @@ mod openapi;
 pub mod ratelimit;
 pub mod request;
 pub mod server;
+pub mod vault_api;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

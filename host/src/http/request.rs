@@ -1,6 +1,7 @@
 //! What happens around every request: a fresh request id (returned in
-//! `X-Request-Id` and in every error body), the error body in the one
-//! format of the API, headers that keep responses out of caches and
+//! `X-Request-Id` and in every error body), the error body in the format
+//! of the API (Vault's `{"errors":[...]}` on the Vault-compatible routes,
+//! see [`super::vault_api`]), headers that keep responses out of caches and
 //! sniffers, the outcome line of the audit log, the request counter, and
 //! one log line when the request ends.
 //!
@@ -57,8 +58,15 @@ pub struct RequestContext {
     method: Method,
     route: Option<Arc<str>>,
     remote: Option<SocketAddr>,
+    vault: bool,
     facts: Arc<Mutex<Facts>>,
 }
+
+/// A body an error response of the Vault-compatible routes keeps instead
+/// of `{"errors":[...]}` (Vault answers the read of a deleted version 404
+/// with the version's metadata). Metadata only, never a value.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorBodyOverride(pub(crate) Vec<u8>);
 
 fn request_id() -> Arc<str> {
     let mut bytes = [0u8; 12];
@@ -73,8 +81,15 @@ fn request_id() -> Arc<str> {
 }
 
 impl RequestContext {
-    fn new(method: Method, route: Option<Arc<str>>, remote: Option<SocketAddr>) -> RequestContext {
-        RequestContext { id: request_id(), method, route, remote, facts: Arc::default() }
+    fn new(method: Method, route: Option<Arc<str>>, remote: Option<SocketAddr>, vault: bool) -> RequestContext {
+        RequestContext { id: request_id(), method, route, remote, vault, facts: Arc::default() }
+    }
+
+    /// Whether the request is one of the Vault-compatible API
+    /// ([`super::vault_api`]): Vault's error body, `X-Vault-Token`, and 403
+    /// `permission denied` for a bad token.
+    pub fn is_vault(&self) -> bool {
+        self.vault
     }
 
     /// Records the authenticated caller.
@@ -143,8 +158,11 @@ impl RequestContext {
     }
 }
 
-fn error_body(error: &ApiError, request_id: &str) -> Body {
-    let body = ErrorBody { errors: &error.errors, code: error.code, request_id };
+fn error_body(error: &ApiError, ctx: &RequestContext) -> Body {
+    if ctx.vault {
+        return Body::from(serde_json::to_vec(&serde_json::json!({ "errors": error.errors })).unwrap_or_default());
+    }
+    let body = ErrorBody { errors: &error.errors, code: error.code, request_id: &ctx.id };
     Body::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
@@ -198,12 +216,14 @@ pub(crate) async fn around(State(app): State<App>, mut req: Request, next: Next)
     let method = req.method().clone();
     let route: Option<Arc<str>> = req.extensions().get::<MatchedPath>().map(|p| p.as_str().into());
     let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let ctx = RequestContext::new(method.clone(), route.clone(), remote);
+    let vault = super::vault_api::is_vault_path(req.uri().path());
+    let ctx = RequestContext::new(method.clone(), route.clone(), remote, vault);
     req.extensions_mut().insert(ctx.clone());
 
     let mut response = next.run(req).await;
 
     let status = response.status();
+    let mut kept = response.extensions_mut().remove::<ErrorBodyOverride>();
     let mut error = response
         .extensions_mut()
         .remove::<ApiError>()
@@ -215,10 +235,14 @@ pub(crate) async fn around(State(app): State<App>, mut req: Request, next: Next)
         response = withheld.clone().into_response();
         response.extensions_mut().remove::<ApiError>();
         error = Some(withheld);
+        kept = None;
     }
     if let Some(error) = &error {
         *response.status_mut() = error.status;
-        *response.body_mut() = error_body(error, &ctx.id);
+        *response.body_mut() = match kept {
+            Some(ErrorBodyOverride(body)) if ctx.vault => Body::from(body),
+            _ => error_body(error, &ctx),
+        };
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response.headers_mut().remove(header::CONTENT_LENGTH);
     }
