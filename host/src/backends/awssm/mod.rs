@@ -330,6 +330,10 @@ fn payload(value: &[u8]) -> Payload<'_> {
     if value.is_empty() { Payload::Empty } else { Payload::Binary(value) }
 }
 
+/// A secret's current version: its `SecretBinary` bytes, if any, and its
+/// `SecretString` (empty if none).
+type Stored = (Option<Zeroizing<Vec<u8>>>, Zeroizing<String>);
+
 pub(crate) struct AwsStore {
     config: AwsSmConfig,
     agent: ureq::Agent,
@@ -472,7 +476,7 @@ impl AwsStore {
 
     /// The raw value of secret `name`: `SecretBinary` bytes, or `None` for
     /// `SecretString` (the empty marker, checked by the caller).
-    fn get_value(&self, name: &str) -> Result<Option<(Option<Zeroizing<Vec<u8>>>, Zeroizing<String>)>, VaultError> {
+    fn get_value(&self, name: &str) -> Result<Option<Stored>, VaultError> {
         let reply = self.call("GetSecretValue", &json!({"SecretId": name}))?;
         if reply.missing() {
             return Ok(None);

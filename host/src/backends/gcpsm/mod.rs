@@ -65,9 +65,10 @@
 //! `get` of a key is 2 requests (`versions/latest:access` of the key
 //! record, then of the value), `list` 1 (the index), `inject` 1 plus one
 //! per env key, read concurrently (8 at a time). A `set` of an existing
-//! key: lock (1), reads of key record and index (2, together), then value
-//! (2: create the secret, add its version), key record (2: add a version,
-//! destroy the previous one), index (2), release (1): 10. Throttled
+//! key: lock (2: create the secret, add its version), reads of key record
+//! and index (2, together), then value (2: create, add a version), key
+//! record (2: add a version, destroy the previous one), index (2), release
+//! (1): 11. Throttled
 //! requests (HTTP 429) are retried with backoff, at most 6 attempts in 10 s
 //! (`remote::retry`). An instance with K keys and V versions kept per key
 //! holds K×V + K + 1 secrets, each with one active version; a lock secret
