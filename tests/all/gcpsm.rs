@@ -252,3 +252,26 @@ fn store_urls_parse_and_refuse_credentials() {
         assert!(matches!(err, VaultError::Rejected(ref m) if m.contains(needle) && !m.contains("canary")), "{bad}: {err:?}");
     }
 }
+
+/// (set of a new key, set of an existing key, get, list, inject with one env key)
+const EXPECTED: (u64, u64, u64, u64, u64) = (11, 11, 2, 1, 2);
+
+/// The requests of each call, as the README's table says.
+#[test]
+fn requests_per_call_are_pinned() {
+    let b = connect(config());
+    let s = crate::common::service(Arc::new(b.clone()));
+    let scope = Scope::tenant(&unique("req")).unwrap();
+    let count = |f: &dyn Fn()| {
+        let before = b.requests();
+        f();
+        b.requests() - before
+    };
+    let new_key = count(&|| drop(s.set(&scope, SetRequest::new("web", "A", SecretType::Env, "1")).unwrap()));
+    let existing = count(&|| drop(s.set(&scope, SetRequest::new("web", "A", SecretType::Env, "2")).unwrap()));
+    let get = count(&|| drop(s.get(&scope, "web", "A").unwrap()));
+    let list = count(&|| drop(s.list(&scope, "web").unwrap()));
+    let inject = count(&|| drop(s.inject(&scope, "web").unwrap()));
+    eprintln!("requests: set of a new key {new_key}, of an existing key {existing}, get {get}, list {list}, inject {inject}");
+    assert_eq!((new_key, existing, get, list, inject), EXPECTED);
+}
