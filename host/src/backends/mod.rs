@@ -20,15 +20,25 @@
 //! | `sqlite` | `sqlite:PATH` (the default store) | `sqlite` |
 //! | `postgres` | `postgres://...` | `postgres` |
 //! | `openbao` | `openbao+http(s)://HOST:PORT/MOUNT` | `openbao` |
+//! | `awssm` | `awssm://REGION[/PREFIX]` | `awssm` |
+//! | `gcpsm` | `gcpsm://PROJECT[/PREFIX]` | `gcpsm` |
 //!
 //! The SQL backends share [`sealed`]: encryption at rest, the master
-//! keyring, and the key checks that refuse a wrong keyring.
+//! keyring, and the key checks that refuse a wrong keyring. The cloud
+//! backends share `remote`: a lease lock and a write buffer over a store
+//! with nothing but an atomic "create if absent".
 
+#[cfg(feature = "awssm")]
+pub mod awssm;
+#[cfg(feature = "gcpsm")]
+pub mod gcpsm;
 pub mod memory;
 #[cfg(feature = "openbao")]
 pub mod openbao;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "remote")]
+pub(crate) mod remote;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sealed;
 #[cfg(feature = "sqlite")]

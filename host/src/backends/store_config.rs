@@ -6,6 +6,8 @@
 //! | `sqlite:PATH` | embedded SQLite file, encrypted at rest (the default) |
 //! | `postgres://...`, `postgresql://...` | PostgreSQL, shared by many host replicas, encrypted at rest |
 //! | `openbao+http://HOST:PORT/MOUNT?...`, `openbao+https://...` (also `vault+http(s)://`) | OpenBao / HashiCorp Vault KV v2 |
+//! | `awssm://REGION[/PREFIX][?...]` | AWS Secrets Manager |
+//! | `gcpsm://PROJECT[/PREFIX][?...]` | GCP Secret Manager |
 //!
 //! The default is `sqlite:` at `$XDG_DATA_HOME/secrets/secrets.db`, or
 //! `~/.local/share/secrets/secrets.db` when `XDG_DATA_HOME` is unset.
@@ -24,6 +26,10 @@ use percent_encoding::percent_decode_str;
 
 use crate::backends::{Backend, MemoryBackend, VaultError};
 
+#[cfg(feature = "awssm")]
+use crate::backends::awssm::{AwsSmBackend, AwsSmConfig};
+#[cfg(feature = "gcpsm")]
+use crate::backends::gcpsm::{GcpSmBackend, GcpSmConfig};
 #[cfg(feature = "openbao")]
 use crate::backends::openbao::{
     OpenBaoBackend, OpenBaoConfig,
@@ -59,6 +65,12 @@ pub enum StoreConfig {
     /// `openbao+http(s)://...`, `vault+http(s)://...`.
     #[cfg(feature = "openbao")]
     OpenBao(OpenBaoConfig),
+    /// `awssm://REGION[/PREFIX]...`.
+    #[cfg(feature = "awssm")]
+    AwsSm(AwsSmConfig),
+    /// `gcpsm://PROJECT[/PREFIX]...`.
+    #[cfg(feature = "gcpsm")]
+    GcpSm(GcpSmConfig),
 }
 
 /// The default SQLite database path: `$XDG_DATA_HOME/secrets/secrets.db`,
@@ -115,8 +127,20 @@ impl StoreConfig {
                 #[cfg(not(feature = "openbao"))]
                 return Err(not_built("openbao"));
             }
+            "awssm" => {
+                #[cfg(feature = "awssm")]
+                return awssm(url).map(StoreConfig::AwsSm);
+                #[cfg(not(feature = "awssm"))]
+                return Err(not_built("awssm"));
+            }
+            "gcpsm" => {
+                #[cfg(feature = "gcpsm")]
+                return gcpsm(url).map(StoreConfig::GcpSm);
+                #[cfg(not(feature = "gcpsm"))]
+                return Err(not_built("gcpsm"));
+            }
             _ => Err(rejected(format!(
-                "unknown store URL {:?}: use memory:, sqlite:PATH, postgres://..., or openbao+http(s)://HOST:PORT/MOUNT",
+                "unknown store URL {:?}: use memory:, sqlite:PATH, postgres://..., openbao+http(s)://HOST:PORT/MOUNT, awssm://REGION or gcpsm://PROJECT",
                 redact_url(url)
             ))),
         }
@@ -144,6 +168,10 @@ impl StoreConfig {
             StoreConfig::Postgres(c) => Arc::new(PostgresBackend::from_config(c)?),
             #[cfg(feature = "openbao")]
             StoreConfig::OpenBao(c) => Arc::new(OpenBaoBackend::connect(c.clone())?),
+            #[cfg(feature = "awssm")]
+            StoreConfig::AwsSm(c) => Arc::new(AwsSmBackend::connect(c.clone())?),
+            #[cfg(feature = "gcpsm")]
+            StoreConfig::GcpSm(c) => Arc::new(GcpSmBackend::connect(c.clone())?),
         })
     }
 
@@ -175,8 +203,16 @@ impl StoreConfig {
     /// The environment variables that hold this store's credentials: what a
     /// workload started by `secrets run` must not inherit.
     pub fn credential_vars(&self) -> Vec<String> {
-        #[cfg_attr(not(feature = "openbao"), allow(unused_mut))]
+        #[cfg_attr(not(any(feature = "openbao", feature = "awssm", feature = "gcpsm")), allow(unused_mut))]
         let mut vars: Vec<String> = CREDENTIAL_VARS.map(String::from).into();
+        #[cfg(feature = "awssm")]
+        if let StoreConfig::AwsSm(_) = self {
+            vars.extend(crate::backends::awssm::CREDENTIAL_ENVS.map(String::from));
+        }
+        #[cfg(feature = "gcpsm")]
+        if let StoreConfig::GcpSm(_) = self {
+            vars.extend([crate::backends::gcpsm::ACCESS_TOKEN_ENV, crate::backends::gcpsm::CREDENTIALS_ENV].map(String::from));
+        }
         #[cfg(feature = "openbao")]
         if let StoreConfig::OpenBao(c) = self
             && let Some(name) = c.token_env()
@@ -214,7 +250,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// One `name=value` pair of a query: the name, the value percent-decoded,
 /// and the pair as written (for passing it on untouched).
-#[cfg_attr(not(any(feature = "postgres", feature = "openbao")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "postgres", feature = "openbao", feature = "remote")), allow(dead_code))]
 struct Param<'a> {
     name: &'a str,
     value: String,
@@ -223,7 +259,7 @@ struct Param<'a> {
 }
 
 /// Splits `url` at its `?` into the part before and the query's pairs.
-#[cfg_attr(not(any(feature = "postgres", feature = "openbao")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "postgres", feature = "openbao", feature = "remote")), allow(dead_code))]
 fn split_query(url: &str) -> Result<(&str, Vec<Param<'_>>), VaultError> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut params = Vec::new();
@@ -379,6 +415,102 @@ fn openbao(url: &str) -> Result<OpenBaoConfig, VaultError> {
         return Err(rejected("ca_file= only applies to openbao+https"));
     }
     Ok(config)
+}
+
+/// A positive number of seconds below 10^9 (a cloud backend's lock_ttl,
+/// lock_timeout, timeout).
+#[cfg(feature = "remote")]
+fn cloud_seconds(scheme: &str, name: &str, value: &str) -> Result<std::time::Duration, VaultError> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => Err(rejected(format!("{scheme} store URL: {name}= must be a positive number of seconds"))),
+    }
+}
+
+/// `SCHEME://FIRST[/REST]?params` of a cloud store URL: the first segment,
+/// the rest of the path (without outer slashes) and the parameters.
+#[cfg(feature = "remote")]
+fn cloud_parts<'a>(url: &'a str, scheme: &str, first: &str) -> Result<(&'a str, &'a str, Vec<Param<'a>>), VaultError> {
+    let rest = url
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
+        .ok_or_else(|| rejected(format!("a {scheme} store URL looks like {scheme}://{first}[/PREFIX]")))?;
+    if rest.contains('#') {
+        return Err(rejected(format!("the {scheme} store URL must not have a #fragment")));
+    }
+    let (location, params) = split_query(rest)?;
+    let (head, path) = location.split_once('/').unwrap_or((location, ""));
+    if head.contains('@') || head.contains(':') {
+        return Err(rejected(format!(
+            "credentials in the {scheme} store URL are not accepted: they come from the environment (see the README)"
+        )));
+    }
+    if head.is_empty() {
+        return Err(rejected(format!("the {scheme} store URL needs the {first}: {scheme}://{first}[/PREFIX]")));
+    }
+    Ok((head, path.trim_matches('/'), params))
+}
+
+/// `gcpsm://PROJECT[/PREFIX][?endpoint=URL&lock_ttl=&lock_timeout=&timeout=]`.
+#[cfg(feature = "gcpsm")]
+fn gcpsm(url: &str) -> Result<GcpSmConfig, VaultError> {
+    let (project, prefix, params) = cloud_parts(url, "gcpsm", "PROJECT")?;
+    let mut c = GcpSmConfig::new(project)?;
+    if !prefix.is_empty() {
+        c = c.with_prefix(prefix)?;
+    }
+    for Param { name, value, .. } in params {
+        c = match name {
+            "endpoint" if !value.is_empty() => c.with_endpoint(&value)?,
+            "lock_ttl" => c.with_lock_ttl(cloud_seconds("gcpsm", name, &value)?),
+            "lock_timeout" => c.with_lock_timeout(cloud_seconds("gcpsm", name, &value)?),
+            "timeout" => c.with_request_timeout(cloud_seconds("gcpsm", name, &value)?),
+            "token" | "access_token" | "credentials" | "password" | "key" => {
+                return Err(rejected(format!(
+                    "credentials in the gcpsm store URL are not accepted: set {} or {}",
+                    crate::backends::gcpsm::ACCESS_TOKEN_ENV,
+                    crate::backends::gcpsm::CREDENTIALS_ENV
+                )));
+            }
+            _ => {
+                return Err(rejected(format!(
+                    "unknown gcpsm store URL parameter {name:?}: use endpoint, lock_ttl, lock_timeout or timeout"
+                )));
+            }
+        };
+    }
+    Ok(c)
+}
+
+/// `awssm://REGION[/PREFIX][?endpoint=URL&kms_key_id=ID&profile=NAME&lock_ttl=&lock_timeout=&timeout=]`.
+#[cfg(feature = "awssm")]
+fn awssm(url: &str) -> Result<AwsSmConfig, VaultError> {
+    let (region, prefix, params) = cloud_parts(url, "awssm", "REGION")?;
+    let mut c = AwsSmConfig::new(region)?;
+    if !prefix.is_empty() {
+        c = c.with_prefix(prefix)?;
+    }
+    for Param { name, value, .. } in params {
+        c = match name {
+            "endpoint" if !value.is_empty() => c.with_endpoint(&value)?,
+            "kms_key_id" if !value.is_empty() => c.with_kms_key_id(&value)?,
+            "profile" if !value.is_empty() => c.with_profile(&value)?,
+            "lock_ttl" => c.with_lock_ttl(cloud_seconds("awssm", name, &value)?),
+            "lock_timeout" => c.with_lock_timeout(cloud_seconds("awssm", name, &value)?),
+            "timeout" => c.with_request_timeout(cloud_seconds("awssm", name, &value)?),
+            "access_key_id" | "secret_access_key" | "session_token" | "token" | "password" | "key" => {
+                return Err(rejected(
+                    "credentials in the awssm store URL are not accepted: use the environment (AWS_ACCESS_KEY_ID, ...), a profile= or web identity",
+                ));
+            }
+            _ => {
+                return Err(rejected(format!(
+                    "unknown awssm store URL parameter {name:?}: use endpoint, kms_key_id, profile, lock_ttl, lock_timeout or timeout"
+                )));
+            }
+        };
+    }
+    Ok(c)
 }
 
 #[cfg(test)]
