@@ -364,6 +364,10 @@ pub struct Grant {
     pub scope: Scope,
     /// What the token allows.
     pub role: Role,
+    /// When the token was created, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// When it expires, if it does (same clock).
+    pub expires_ms: Option<u64>,
 }
 
 /// A request to create a token.
@@ -556,7 +560,8 @@ impl TokenStore {
         if let Err(e) = self.record_use(&record.info.id, now) {
             tracing::warn!(token_id = %record.info.id, "recording the token's last use: {e}");
         }
-        Ok(Grant { token_id: record.info.id, scope, role: record.info.role })
+        let info = record.info;
+        Ok(Grant { token_id: info.id, scope, role: info.role, created_ms: info.created_ms, expires_ms: info.expires_ms })
     }
 
     /// Records that token `id` was used at `now`, unless this process did
@@ -668,7 +673,16 @@ mod tests {
         assert!(is_token_id(&info.id));
         assert!(!t.expose().contains(&info.id), "the id is not part of the token");
         let grant = tokens.verify(&t).unwrap();
-        assert_eq!(grant, Grant { token_id: info.id.clone(), scope: Scope::tenant("acme").unwrap(), role: Role::Write });
+        assert_eq!(
+            grant,
+            Grant {
+                token_id: info.id.clone(),
+                scope: Scope::tenant("acme").unwrap(),
+                role: Role::Write,
+                created_ms: info.created_ms,
+                expires_ms: info.expires_ms,
+            }
+        );
         let (t2, info2) = tokens.create(new_token("other", Role::Inject, None)).unwrap();
         let listing = |info: &TokenInfo, last_used_ms| TokenListing { info: info.clone(), last_used_ms };
         let used = tokens.list().unwrap()[0].last_used_ms.expect("verify records the use");

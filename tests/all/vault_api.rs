@@ -411,6 +411,16 @@ fn tokens_roles_and_tenants_on_the_kv_routes() {
     let (_, answer) = server.kv("GET", "/v1/auth/token/lookup-self", &write, None);
     assert_eq!((answer["data"]["id"].as_str(), answer["data"]["meta"]["tenant"].as_str()), (Some(write_id.as_str()), Some("acme")));
     assert_eq!(answer["data"]["policies"], json!(["write"]));
+    assert_eq!((&answer["data"]["ttl"], &answer["data"]["expire_time"]), (&json!(0), &json!(null)), "no expiry: {answer}");
+    // A token with a TTL shows the seconds it has left, as Vault does.
+    let o = store.cmd(&["--tenant", "acme", "token", "create", "--role", "read", "--ttl", "1h"]).stdin(Stdio::null()).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expiring = String::from_utf8(o.stdout).unwrap().trim_end().to_owned();
+    let (_, answer) = server.kv("GET", "/v1/auth/token/lookup-self", &expiring, None);
+    let ttl = answer["data"]["ttl"].as_u64().unwrap();
+    assert!((3590..=3600).contains(&ttl), "{answer}");
+    assert_eq!(answer["data"]["creation_ttl"], json!(3600), "{answer}");
+    assert!(answer["data"]["expire_time"].as_str().is_some_and(|t| t.ends_with('Z')), "{answer}");
 
     // Probes without a token: health, and the mount the CLI looks for.
     let (status, answer) = server.call("GET", "/v1/sys/health", &[], None);

@@ -811,6 +811,12 @@ async fn lookup_self(State(app): State<App>, req: Request) -> Result<Response, A
     let caller = authorize::<op::LookupSelf>(&mut parts, &app).await?;
     no_query(&parts)?;
     let grant = &caller.grant;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    // Vault's token fields: seconds left, seconds it was created for, and
+    // the expiry time; 0 and null for a token that does not expire.
+    let ttl = grant.expires_ms.map_or(0, |e| e.saturating_sub(now_ms) / 1000);
+    let creation_ttl = grant.expires_ms.map_or(0, |e| e.saturating_sub(grant.created_ms) / 1000);
+    let expire_time = grant.expires_ms.map(rfc3339);
     let data = json!({
         "id": grant.token_id,
         "accessor": grant.token_id,
@@ -822,10 +828,11 @@ async fn lookup_self(State(app): State<App>, req: Request) -> Result<Response, A
         "orphan": true,
         "renewable": false,
         "num_uses": 0,
-        "ttl": 0,
-        "creation_ttl": 0,
-        "explicit_max_ttl": 0,
-        "expire_time": null,
+        "ttl": ttl,
+        "creation_ttl": creation_ttl,
+        "creation_time": grant.created_ms / 1000,
+        "explicit_max_ttl": creation_ttl,
+        "expire_time": expire_time,
         "entity_id": "",
     });
     Ok(ok(&caller.ctx, data))
