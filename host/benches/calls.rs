@@ -191,6 +191,27 @@ fn sandbox_tax(samples: usize) {
         time(samples, || native(Access::Read, &|s| drop(s.inject("i20").unwrap()))).0,
     ];
 
+    // What the machine itself gives a second thread: native `get`s on
+    // one shared store, 1 thread against 2.
+    let native_throughput = |threads: usize| {
+        let calls = 20_000;
+        let start = Instant::now();
+        std::thread::scope(|t| {
+            for _ in 0..threads {
+                t.spawn(|| {
+                    for _ in 0..calls {
+                        let vault = NativeVault(RefCell::new(native_store.begin(Access::Read, "bench").unwrap()));
+                        let s = secrets_guest::Secrets::new(&vault, secrets_guest::Limits::default(), now_ms);
+                        drop(s.get("i20", "KEY_003").unwrap());
+                    }
+                });
+            }
+        });
+        (threads * calls) as f64 / start.elapsed().as_secs_f64()
+    };
+    native_throughput(1);
+    let (native_one, native_two) = (native_throughput(1), native_throughput(2));
+
     let mut component_rows = Vec::new();
     for allocation in [Allocation::Pooled, Allocation::OnDemand] {
         let engine = SandboxEngine::with_allocation(allocation).unwrap();
@@ -228,6 +249,10 @@ fn sandbox_tax(samples: usize) {
             tax(on_demand)
         );
     }
+    println!(
+        "native get throughput (the machine's own scaling): 1 thread {native_one:.0}/s, 2 threads {native_two:.0}/s = {:.2}×",
+        native_two / native_one
+    );
     for (allocation, _, one, two) in &component_rows {
         println!("memory: get throughput, {allocation:?}: 1 thread {one:.0}/s, 2 threads {two:.0}/s = {:.2}×", two / one);
     }
