@@ -3,9 +3,15 @@
 //!
 //! The file name is a SHA-256 over wasmtime's compatibility hash (its
 //! version and every engine setting that affects code) and the component's
-//! bytes: a new build, a new wasmtime or other settings miss the cache. The
-//! file holds a SHA-256 of its payload, checked before wasmtime sees it, so a
-//! truncated or corrupt file is rebuilt, never run. Files are written to a
+//! bytes: a new build, a new wasmtime or other settings miss the cache. A
+//! second file beside it holds the BLAKE3 digest of the first, checked
+//! before wasmtime sees it, so a truncated or corrupt file is rebuilt, never
+//! run. A warm CLI start is mostly this load, so it is cheap: the file (~4
+//! MB) is memory-mapped, both to hash it and by wasmtime to run it (no copy,
+//! no heap pages), and BLAKE3 hashes several times faster than SHA-256. The
+//! digest guards against corruption, not against a writer: the private
+//! directory and file checks below are what keep others out (so the file
+//! being opened twice, to hash and to map, gives nobody else a window). Files are written to a
 //! temporary name and renamed into place, so concurrent starts never see a
 //! half-written file. The cache directory must be private to the user
 //! (mode 0700): one that others can write to is not used, since whoever
@@ -18,7 +24,7 @@
 //! of core modules for any engine, in a shared, configurable location, and
 //! trusts its files; this one holds exactly one artifact (our component for
 //! our engine configuration), refuses a directory other users can write,
-//! and checks a SHA-256 of every file before wasmtime maps it as code.
+//! and checks a digest of every file before wasmtime maps it as code.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -30,7 +36,7 @@ use sha2::{Digest, Sha256};
 
 use crate::component::COMPONENT_SHA256;
 use crate::error::Error;
-use crate::sandbox::{Sandbox, SandboxEngine};
+use crate::sandbox::{Allocation, Sandbox, SandboxEngine};
 
 /// The default cache directory: `$XDG_CACHE_HOME/secrets`, else
 /// `~/.cache/secrets`.
@@ -71,6 +77,8 @@ fn cache_file(dir: &Path, engine: &SandboxEngine) -> PathBuf {
     engine.engine().precompile_compatibility_hash().hash(&mut h);
     h.0.update(COMPONENT_SHA256);
     h.0.update(std::env::consts::ARCH.as_bytes());
+    // The layout: the payload alone, its BLAKE3 digest beside it.
+    h.0.update(b"payload+blake3 file");
     let key = hex::encode(&h.0.finalize()[..16]);
     dir.join(format!("component-{key}.cwasm"))
 }
@@ -102,11 +110,11 @@ fn private_file(path: &Path) -> bool {
     })
 }
 
-/// The sandbox, from the cache in `dir` when valid, else compiled (and the
-/// cache written). Never fails because of the cache: at worst it compiles.
+/// The sandbox on an engine allocating as `allocation` says, from the
+/// cache in `dir` when valid, else compiled (and the cache written). Never fails because of the cache: at worst it compiles.
 #[allow(unsafe_code, reason = "loads machine code it checked (digest, private directory)")]
-pub fn load(dir: Option<&Path>) -> Result<(Sandbox, CacheOutcome, Option<String>), Error> {
-    let engine = SandboxEngine::new()?;
+pub fn load(dir: Option<&Path>, allocation: Allocation) -> Result<(Sandbox, CacheOutcome, Option<String>), Error> {
+    let engine = SandboxEngine::with_allocation(allocation)?;
     let Some(dir) = dir else {
         return Ok((Sandbox::compile(engine)?, CacheOutcome::Uncached, Some("no cache directory".into())));
     };
@@ -118,22 +126,34 @@ pub fn load(dir: Option<&Path>) -> Result<(Sandbox, CacheOutcome, Option<String>
         return Ok((Sandbox::compile(engine)?, CacheOutcome::Uncached, Some(why)));
     }
     let path = cache_file(dir, &engine);
+    let digest_path = digest_file(&path);
     if private_file(&path)
-        && let Ok(bytes) = fs::read(&path)
-        && bytes.len() > 32
-        && Sha256::digest(&bytes[32..])[..] == bytes[..32]
-        // SAFETY: the payload is exactly what `serialize` wrote for this
+        && private_file(&digest_path)
+        && let Ok(expected) = fs::read(&digest_path)
+        && let Ok(actual) = blake3::Hasher::new().update_mmap(&path).map(|h| h.finalize())
+        && actual.as_bytes()[..] == expected[..]
+        // SAFETY: the file is exactly what `serialize` wrote for this
         // engine's compatibility hash and component (checked by the file
         // name and the digest), in a directory only we can write.
-        && let Ok(sandbox) = unsafe { Sandbox::deserialize(engine.clone(), &bytes[32..]) }
+        && let Ok(sandbox) = unsafe { Sandbox::deserialize_file(engine.clone(), &path) }
     {
         return Ok((sandbox, CacheOutcome::Hit, None));
     }
     let sandbox = Sandbox::compile(engine)?;
-    match write_atomically(&path, &sandbox.serialize()?) {
+    let payload = sandbox.serialize()?;
+    // The payload first: a reader that sees it with an older digest file
+    // finds a mismatch and compiles, never runs an unchecked file.
+    let written = write_atomically(&path, &payload)
+        .and_then(|()| write_atomically(&digest_path, blake3::hash(&payload).as_bytes()));
+    match written {
         Ok(()) => Ok((sandbox, CacheOutcome::Compiled, None)),
         Err(e) => Ok((sandbox, CacheOutcome::Uncached, Some(format!("{}: {e}", path.display())))),
     }
+}
+
+/// Where the digest of the cache file `path` is kept.
+fn digest_file(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.blake3")
 }
 
 fn write_atomically(path: &Path, payload: &[u8]) -> std::io::Result<()> {
@@ -143,7 +163,6 @@ fn write_atomically(path: &Path, payload: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         // 0600 whatever the umask: whoever can write it chooses our code.
         let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(&Sha256::digest(payload))?;
         f.write_all(payload)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
@@ -162,31 +181,44 @@ mod tests {
     fn cache_is_written_then_hit_and_corruption_rebuilds() {
         let dir = std::env::temp_dir().join(format!("secrets-cache-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let (_, first, _) = load(Some(&dir)).unwrap();
+        let (_, first, _) = load(Some(&dir), Allocation::Pooled).unwrap();
         assert_eq!(first, CacheOutcome::Compiled);
-        let (_, second, _) = load(Some(&dir)).unwrap();
+        let (_, second, _) = load(Some(&dir), Allocation::Pooled).unwrap();
         assert_eq!(second, CacheOutcome::Hit);
-        let file = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
-        let mut bytes = fs::read(&file).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0xff;
-        fs::write(&file, &bytes).unwrap();
-        let (_, third, _) = load(Some(&dir)).unwrap();
-        assert_eq!(third, CacheOutcome::Compiled, "a corrupt file is rebuilt");
-        assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Hit);
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        let [file, digest] = &files[..] else { panic!("a payload and its digest: {files:?}") };
+        assert_eq!(digest_file(file), *digest);
+        // Corruption anywhere, of either file, is rebuilt, never run.
+        for (victim, at) in [(file, 0), (file, 1), (file, 2), (digest, 0)] {
+            let mut bytes = fs::read(victim).unwrap();
+            let i = [bytes.len() / 2, bytes.len() - 1, 4][at];
+            bytes[i] ^= 0xff;
+            fs::write(victim, &bytes).unwrap();
+            assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Compiled, "{} corrupt at {i}: rebuilt", victim.display());
+            assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Hit);
+        }
+        let mut truncated = fs::read(file).unwrap();
+        truncated.truncate(truncated.len() - 4096);
+        fs::write(file, &truncated).unwrap();
+        assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Compiled, "a truncated file is rebuilt");
+        fs::remove_file(digest).unwrap();
+        assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Compiled, "a missing digest is rebuilt");
+        assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Hit);
+        let file = file.clone();
         assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "created private");
         // A cache file others may write is never loaded: rebuilt, private.
         fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
-        assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Compiled, "a group/world-writable file is rebuilt");
+        assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Compiled, "a group/world-writable file is rebuilt");
         assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         // Nor one owned by another user (only root can make one here).
         if effective_uid() == 0 {
             std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
-            assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Compiled, "another user's file is rebuilt");
+            assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Compiled, "another user's file is rebuilt");
         }
-        assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Hit);
+        assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Hit);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(load(Some(&dir)).unwrap().1, CacheOutcome::Uncached, "a shared directory is not trusted");
+        assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Uncached, "a shared directory is not trusted");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

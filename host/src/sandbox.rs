@@ -413,6 +413,19 @@ impl Sandbox {
         Self::from_component(engine, component)
     }
 
+    /// Like [`Sandbox::deserialize`], from a file that wasmtime maps into
+    /// memory rather than copies.
+    ///
+    /// # Safety
+    /// The file must hold exactly what `serialize` of this build wrote, and
+    /// nobody may change it while the sandbox lives.
+    #[allow(unsafe_code, reason = "loading precompiled code is unsafe by nature; the caller vouches for it")]
+    pub unsafe fn deserialize_file(engine: SandboxEngine, path: &Path) -> Result<Sandbox, Error> {
+        // SAFETY: the caller guarantees the file came from `serialize`.
+        let component = unsafe { Component::deserialize_file(&engine.engine, path) }.map_err(sandbox_error)?;
+        Self::from_component(engine, component)
+    }
+
     /// The compiled component's bytes, for [`Sandbox::deserialize`].
     pub fn serialize(&self) -> Result<Vec<u8>, Error> {
         self.component.serialize().map_err(sandbox_error)

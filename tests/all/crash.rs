@@ -224,7 +224,7 @@ fn crash_writer() {
             Err(e) => panic!("{e}"),
         }
     };
-    let (sandbox, _, _) = secrets_host::cache::load(Some(std::path::Path::new(cache))).unwrap();
+    let (sandbox, _, _) = secrets_host::cache::load(Some(std::path::Path::new(cache)), secrets_host::Allocation::OnDemand).unwrap();
     let s = secrets_host::Secrets::with_sandbox(Arc::new(sandbox), backend, limits());
     let scope = Scope::tenant(tenant).unwrap();
     let mut stdout = std::io::stdout().lock();

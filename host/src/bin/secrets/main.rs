@@ -323,7 +323,13 @@ fn run_cli(cli: Cli, tenant_given: bool) -> Result<u8, CliError> {
         command => command,
     };
     let cache_dir = cache::default_dir();
-    let (sandbox, _, why) = cache::load(cache_dir.as_deref())?;
+    // A server runs many calls: pooled instances. A one-shot command runs
+    // one or two, and setting up a pool would cost it more than it saves.
+    let allocation = match command {
+        Command::Serve(..) => secrets_host::Allocation::Pooled,
+        _ => secrets_host::Allocation::OnDemand,
+    };
+    let (sandbox, _, why) = cache::load(cache_dir.as_deref(), allocation)?;
     if let Some(why) = why {
         eprintln!("warning: compiled-component cache not used ({why})");
     }
