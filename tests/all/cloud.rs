@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use secrets_host::{Access, Backend, VaultError};
+use secrets_host::{Access, Backend, Scope, SecretType, SetRequest, VaultError};
 
 use crate::conformance::unique;
 
@@ -27,6 +27,26 @@ pub fn limits_are_enforced_by_the_backend(backend: Arc<dyn Backend>) {
     let mut r = backend.begin(Access::Read, "limits").unwrap();
     assert_eq!(r.retrieve(&key).unwrap().map(|v| v.len()), Some(65536));
     assert_eq!(r.retrieve(&format!("{key}2")).unwrap(), None, "nothing stored");
+}
+
+/// The requests `backend` sends (as `requests` counts them) for: a set of
+/// a new key, a set of an existing key, get, list, and inject with one env
+/// key. Printed, for the README's table.
+pub fn requests_per_call(backend: Arc<dyn Backend>, requests: &dyn Fn() -> u64) -> (u64, u64, u64, u64, u64) {
+    let s = crate::common::service(backend);
+    let scope = Scope::tenant(&unique("req")).unwrap();
+    let count = |f: &dyn Fn()| {
+        let before = requests();
+        f();
+        requests() - before
+    };
+    let new_key = count(&|| drop(s.set(&scope, SetRequest::new("web", "A", SecretType::Env, "1")).unwrap()));
+    let existing = count(&|| drop(s.set(&scope, SetRequest::new("web", "A", SecretType::Env, "2")).unwrap()));
+    let get = count(&|| drop(s.get(&scope, "web", "A").unwrap()));
+    let list = count(&|| drop(s.list(&scope, "web").unwrap()));
+    let inject = count(&|| drop(s.inject(&scope, "web").unwrap()));
+    eprintln!("requests: set of a new key {new_key}, of an existing key {existing}, get {get}, list {list}, inject {inject}");
+    (new_key, existing, get, list, inject)
 }
 
 const HOLDER_ENV: &str = "SECRETS_TEST_LOCK_HOLDER";

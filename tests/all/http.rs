@@ -158,38 +158,45 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Starts `command` (a `secrets serve` on a loopback port) with its stderr
+/// collected: (the child, the log so far, the base URL it printed).
+pub(crate) fn spawn_listening(mut command: Command) -> (Child, Arc<Mutex<String>>, String) {
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let base = loop {
+        let found = log.lock().unwrap().lines().find_map(|l| l.strip_prefix("listening on ").map(str::to_owned));
+        if let Some(base) = found {
+            break base;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited with {status}: {}", log.lock().unwrap());
+        }
+        assert!(Instant::now() < deadline, "the server never listened: {}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(base.starts_with("http://127.0.0.1:") || base.starts_with("https://127.0.0.1:"), "{base}");
+    (child, log, base)
+}
+
 impl Server {
     fn start(command: Command) -> Server {
         Server::start_with(command, agent())
     }
 
     /// A server whose clients use `agent` (e.g. one that trusts a test CA).
-    fn start_with(mut command: Command, agent: ureq::Agent) -> Server {
-        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let base = loop {
-            let found = log.lock().unwrap().lines().find_map(|l| l.strip_prefix("listening on ").map(str::to_owned));
-            if let Some(base) = found {
-                break base;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the server exited with {status}: {}", log.lock().unwrap());
-            }
-            assert!(Instant::now() < deadline, "the server never listened: {}", log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(base.starts_with("http://127.0.0.1:") || base.starts_with("https://127.0.0.1:"), "{base}");
+    fn start_with(command: Command, agent: ureq::Agent) -> Server {
+        let (child, log, base) = spawn_listening(command);
         Server { child: Some(child), log, client: Client { base, agent } }
     }
 

@@ -6,11 +6,10 @@
 //! store, with tokens from the real `secrets token create`. Neither client
 //! is optional: a missing one fails the test, saying how to get it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -81,31 +80,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(mut command: Command) -> Server {
-        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let base = loop {
-            let found = log.lock().unwrap().lines().find_map(|l| l.strip_prefix("listening on ").map(str::to_owned));
-            if let Some(base) = found {
-                break base;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the server exited with {status}: {}", log.lock().unwrap());
-            }
-            assert!(Instant::now() < deadline, "the server never listened: {}", log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-        };
+    fn start(command: Command) -> Server {
+        let (child, log, base) = crate::http::spawn_listening(command);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
