@@ -7,7 +7,7 @@
 //! Each backend made here uses its own prefix.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use secrets_host::backends::StoreConfig;
 use secrets_host::backends::awssm::{AwsCredentials, AwsKeys, AwsSmBackend, AwsSmConfig};
@@ -149,21 +149,10 @@ fn awssm_lock_holder_process() {
 
 #[test]
 fn throttling_is_retried_with_backoff_and_a_bound() {
-    let fake = cloud::Throttler::start(&endpoint(), 3);
-    let config = config().with_endpoint(&fake.url()).unwrap();
-    let started = Instant::now();
-    let b = connect(config.clone());
-    assert_eq!(fake.throttled(), 3, "ThrottlingException three times, then served");
-    assert!(started.elapsed() >= Duration::from_millis(150), "it backed off");
-    let s = crate::common::service(Arc::new(b));
-    let scope = Scope::tenant(&unique("throttle")).unwrap();
-    s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v")).unwrap();
-    let fake = cloud::Throttler::start(&endpoint(), u32::MAX);
-    let started = Instant::now();
-    let err = AwsSmBackend::connect(config.with_endpoint(&fake.url()).unwrap()).unwrap_err();
-    assert!(matches!(err, VaultError::Unavailable(ref m) if m.contains("Throttling") && m.contains("6 attempts")), "{err:?}");
-    assert_eq!(fake.throttled(), 6);
-    assert!(started.elapsed() < Duration::from_secs(30), "bounded: {:?}", started.elapsed());
+    let config = config();
+    cloud::throttling_is_retried_with_backoff_and_a_bound(&endpoint(), "Throttling", &|endpoint| {
+        AwsSmBackend::connect(config.clone().with_endpoint(endpoint).unwrap()).map(|b| Arc::new(b) as Arc<dyn Backend>)
+    });
 }
 
 #[test]

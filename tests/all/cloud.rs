@@ -49,6 +49,35 @@ pub fn requests_per_call(backend: Arc<dyn Backend>, requests: &dyn Fn() -> u64) 
     (new_key, existing, get, list, inject)
 }
 
+/// Makes a backend whose requests go to the given endpoint URL.
+pub type Connect<'a> = dyn Fn(&str) -> Result<Arc<dyn Backend>, VaultError> + 'a;
+
+/// Behind a fake that throttles (ThrottlingException, HTTP 429) three
+/// times before passing requests on to the emulator at `endpoint`, a
+/// backend made by `connect` (given the fake's URL) backs off and is
+/// served; behind one that always throttles it fails "unavailable" after
+/// 6 attempts, its message containing `needle`, within a bound.
+pub fn throttling_is_retried_with_backoff_and_a_bound(
+    endpoint: &str,
+    needle: &str,
+    connect: &Connect<'_>,
+) {
+    let fake = Throttler::start(endpoint, 3);
+    let started = Instant::now();
+    let b = connect(&fake.url()).unwrap();
+    assert_eq!(fake.throttled(), 3, "the connection check was throttled three times, then served");
+    assert!(started.elapsed() >= Duration::from_millis(150), "it backed off");
+    let s = crate::common::service(b);
+    let scope = Scope::tenant(&unique("throttle")).unwrap();
+    s.set(&scope, SetRequest::new("web", "K", SecretType::Env, "v")).unwrap();
+    let fake = Throttler::start(endpoint, u32::MAX);
+    let started = Instant::now();
+    let err = connect(&fake.url()).expect_err("always throttled: refused");
+    assert!(matches!(err, VaultError::Unavailable(ref m) if m.contains(needle) && m.contains("6 attempts")), "{err:?}");
+    assert_eq!(fake.throttled(), 6);
+    assert!(started.elapsed() < Duration::from_secs(30), "bounded: {:?}", started.elapsed());
+}
+
 const HOLDER_ENV: &str = "SECRETS_TEST_LOCK_HOLDER";
 
 /// Starts this test binary's `<label>_lock_holder_process` as a child that
