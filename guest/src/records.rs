@@ -1,6 +1,13 @@
 //! The records the logic keeps in the vault beside the values: a key's
-//! version history and an instance's index. Both are JSON with a format
-//! number, so a later release can migrate them.
+//! version history, an instance's index and the tenant's instances.
+//!
+//! Written as format 2: the byte `0x02`, then the record in postcard (a
+//! compact binary serde format: varints, no field names), through the
+//! `Wire*` structs below, whose field order is the format. Reading one is
+//! several times cheaper than JSON, which matters because `get` reads its
+//! key's whole history and `set` its instance's whole index. Format 1
+//! (JSON, which always starts with `{`) is still read, so stores written
+//! before keep working; a record moves to format 2 when it is next written.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Error, SecretMeta, SecretType};
 
 /// The format number written into every record.
-pub const FORMAT: u32 = 1;
+/// The format records are written in.
+pub const FORMAT: u32 = 2;
+/// The first byte of a format-2 record (a JSON record starts with `{`).
+const BINARY_TAG: u8 = 2;
 
 /// What is kept about one version (the value lives under its own vault key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,12 +134,170 @@ pub fn meta(instance_id: &str, key: &str, kind: SecretType, v: &VersionRecord) -
     }
 }
 
-pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
-    serde_json::to_vec(record).expect("records are plain data")
+/// A record kept in the vault: its format-2 form ([`Record::Wire`]), and
+/// its format-1 (JSON) form through serde.
+pub trait Record: Sized + serde::de::DeserializeOwned {
+    type Wire: Serialize + serde::de::DeserializeOwned;
+    fn to_wire(&self) -> Self::Wire;
+    fn from_wire(wire: Self::Wire) -> Result<Self, &'static str>;
 }
 
-pub fn decode<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("{what} record is unreadable: {e}")))
+/// The record in format 2.
+pub fn encode<T: Record>(record: &T) -> Vec<u8> {
+    let out = vec![BINARY_TAG];
+    postcard::to_extend(&record.to_wire(), out).expect("records are plain data")
+}
+
+/// A record in format 2 or 1.
+pub fn decode<T: Record>(what: &str, bytes: &[u8]) -> Result<T, Error> {
+    let unreadable = |e: &dyn core::fmt::Display| Error::corrupt(format!("{what} record is unreadable: {e}"));
+    match bytes.split_first() {
+        Some((&BINARY_TAG, rest)) => {
+            let (wire, left) = postcard::take_from_bytes::<T::Wire>(rest).map_err(|e| unreadable(&e))?;
+            if !left.is_empty() {
+                return Err(unreadable(&"bytes after its end"));
+            }
+            T::from_wire(wire).map_err(|e| unreadable(&e))
+        }
+        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| unreadable(&e)),
+        _ => Err(unreadable(&"neither format 2 nor JSON")),
+    }
+}
+
+fn kind_code(kind: SecretType) -> u8 {
+    match kind {
+        SecretType::Env => 0,
+        SecretType::File => 1,
+        SecretType::Registry => 2,
+        SecretType::Tls => 3,
+    }
+}
+
+fn kind_of(code: u8) -> Result<SecretType, &'static str> {
+    Ok(match code {
+        0 => SecretType::Env,
+        1 => SecretType::File,
+        2 => SecretType::Registry,
+        3 => SecretType::Tls,
+        _ => return Err("unknown secret type"),
+    })
+}
+
+/// A version in format 2 (field order is the format).
+#[derive(Serialize, Deserialize)]
+pub struct WireVersion {
+    version: u32,
+    created_at: u64,
+    size: u32,
+    not_after: Option<i64>,
+    deleted_at: Option<u64>,
+    destroyed: bool,
+}
+
+impl From<&VersionRecord> for WireVersion {
+    fn from(v: &VersionRecord) -> Self {
+        WireVersion {
+            version: v.version,
+            created_at: v.created_at,
+            size: v.size,
+            not_after: v.not_after,
+            deleted_at: v.deleted_at,
+            destroyed: v.destroyed,
+        }
+    }
+}
+
+impl From<WireVersion> for VersionRecord {
+    fn from(w: WireVersion) -> Self {
+        VersionRecord {
+            version: w.version,
+            created_at: w.created_at,
+            size: w.size,
+            not_after: w.not_after,
+            deleted_at: w.deleted_at,
+            destroyed: w.destroyed,
+        }
+    }
+}
+
+/// A key record in format 2.
+#[derive(Serialize, Deserialize)]
+pub struct WireKey {
+    kind: u8,
+    versions: Vec<WireVersion>,
+}
+
+impl Record for KeyRecord {
+    type Wire = WireKey;
+    fn to_wire(&self) -> WireKey {
+        WireKey { kind: kind_code(self.kind), versions: self.versions.iter().map(WireVersion::from).collect() }
+    }
+    fn from_wire(w: WireKey) -> Result<Self, &'static str> {
+        Ok(KeyRecord { format: FORMAT, kind: kind_of(w.kind)?, versions: w.versions.into_iter().map(Into::into).collect() })
+    }
+}
+
+/// An index entry in format 2.
+#[derive(Serialize, Deserialize)]
+pub struct WireEntry {
+    key: String,
+    kind: u8,
+    current: WireVersion,
+    deleting: Option<Vec<u32>>,
+}
+
+/// An index in format 2: its entries in key order.
+#[derive(Serialize, Deserialize)]
+pub struct WireIndex {
+    keys: Vec<WireEntry>,
+}
+
+impl Record for IndexRecord {
+    type Wire = WireIndex;
+    fn to_wire(&self) -> WireIndex {
+        let keys = self
+            .keys
+            .iter()
+            .map(|(key, e)| WireEntry {
+                key: key.clone(),
+                kind: kind_code(e.kind),
+                current: (&e.current).into(),
+                deleting: e.deleting.clone(),
+            })
+            .collect();
+        WireIndex { keys }
+    }
+    fn from_wire(w: WireIndex) -> Result<Self, &'static str> {
+        let mut keys = BTreeMap::new();
+        for e in w.keys {
+            let entry = IndexEntry { kind: kind_of(e.kind)?, current: e.current.into(), deleting: e.deleting };
+            if keys.insert(e.key, entry).is_some() {
+                return Err("a key twice in the index");
+            }
+        }
+        Ok(IndexRecord { format: FORMAT, keys })
+    }
+}
+
+/// The tenant's instances in format 2.
+#[derive(Serialize, Deserialize)]
+pub struct WireInstances {
+    instances: Vec<String>,
+}
+
+impl Record for InstancesRecord {
+    type Wire = WireInstances;
+    fn to_wire(&self) -> WireInstances {
+        WireInstances { instances: self.instances.iter().cloned().collect() }
+    }
+    fn from_wire(w: WireInstances) -> Result<Self, &'static str> {
+        let n = w.instances.len();
+        let instances: BTreeSet<String> = w.instances.into_iter().collect();
+        if instances.len() != n {
+            return Err("an instance twice in the list");
+        }
+        Ok(InstancesRecord { format: FORMAT, instances })
+    }
 }
 
 #[cfg(test)]
@@ -158,24 +326,69 @@ mod tests {
         idx.keys.insert("A".into(), IndexEntry::new(SecretType::Tls, VersionRecord { not_after: Some(5), ..v(2) }));
         let back: IndexRecord = decode("index", &encode(&idx)).unwrap();
         assert_eq!(back, idx);
-        assert!(!String::from_utf8(encode(&idx)).unwrap().contains("deleting"), "no mark, no field");
         idx.keys.insert("B".into(), IndexEntry { deleting: Some(vec![1, 2]), ..IndexEntry::new(SecretType::Env, v(2)) });
         let back: IndexRecord = decode("index", &encode(&idx)).unwrap();
         assert_eq!(back, idx);
+        let gone = VersionRecord { deleted_at: Some(7), destroyed: true, ..v(1) };
+        let key = KeyRecord { format: FORMAT, kind: SecretType::File, versions: vec![v(1), gone, v(3)] };
+        assert_eq!(decode::<KeyRecord>("key", &encode(&key)).unwrap(), key);
+        let instances = InstancesRecord { format: FORMAT, instances: ["a".into(), "b".into()].into() };
+        assert_eq!(decode::<InstancesRecord>("instances", &encode(&instances)).unwrap(), instances);
         assert!(matches!(decode::<IndexRecord>("index", b"{"), Err(Error::Vault(VaultError::Corrupt(_)))));
     }
 
     #[test]
-    fn lifecycle_fields_are_written_only_when_set_and_old_records_read() {
-        let live = v(1);
-        assert_eq!(String::from_utf8(encode(&live)).unwrap(), r#"{"version":1,"created_at":1,"size":1}"#);
-        let gone = VersionRecord { deleted_at: Some(7), destroyed: true, ..v(1) };
-        let back: VersionRecord = decode("key", &encode(&gone)).unwrap();
-        assert_eq!(back, gone);
-        assert!(!back.readable() && v(1).readable());
-        // A record written before the lifecycle existed reads as live.
+    fn format_2_is_small_and_refuses_what_is_not_one() {
+        let key = KeyRecord { format: FORMAT, kind: SecretType::Env, versions: (1..=100).map(v).collect() };
+        let bytes = encode(&key);
+        assert_eq!(bytes[0], BINARY_TAG);
+        assert!(bytes.len() < 100 * 10, "{} bytes for 100 versions", bytes.len());
+        // Truncated, extended, an unknown type, an empty or foreign record:
+        // each one an error, never a panic or a wrong record.
+        let mut refused = vec![bytes[..bytes.len() - 1].to_vec(), [&bytes[..], &[0]].concat(), vec![], vec![9, 0]];
+        let mut bad_kind = bytes.clone();
+        bad_kind[1] = 7;
+        refused.push(bad_kind);
+        for bytes in refused {
+            assert!(matches!(decode::<KeyRecord>("key", &bytes), Err(Error::Vault(VaultError::Corrupt(_)))), "{bytes:?}");
+        }
+        // An index holding one key twice (the entry repeated under a count
+        // of two) is refused too, not merged.
+        let one = IndexRecord { format: FORMAT, keys: [("A".to_owned(), IndexEntry::new(SecretType::Env, v(1)))].into() };
+        let mut twice = encode(&one);
+        assert_eq!(twice[1], 1, "the entry count");
+        let entry = twice[2..].to_vec();
+        twice[1] = 2;
+        twice.extend(entry);
+        let err = decode::<IndexRecord>("index", &twice).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn format_1_json_records_are_still_read() {
+        // Records as releases up to format 1 wrote them, lifecycle fields
+        // absent (read as live) or present.
         let old: KeyRecord =
             decode("key", br#"{"format":1,"kind":"env","versions":[{"version":1,"created_at":5,"size":3}]}"#).unwrap();
         assert!(old.current().unwrap().readable());
+        assert_eq!(old.versions, vec![VersionRecord::new(1, 5, 3, None)]);
+        let gone: KeyRecord = decode(
+            "key",
+            br#"{"format":1,"kind":"tls","versions":[{"version":2,"created_at":5,"size":3,"not_after":9,"deleted_at":7,"destroyed":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(gone.kind, SecretType::Tls);
+        assert_eq!(gone.versions[0], VersionRecord { deleted_at: Some(7), destroyed: true, ..VersionRecord::new(2, 5, 3, Some(9)) });
+        let index: IndexRecord = decode(
+            "index",
+            br#"{"format":1,"keys":{"A":{"kind":"file","version":3,"created_at":1,"size":2,"deleting":[1,2]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(index.keys["A"], IndexEntry { deleting: Some(vec![1, 2]), ..IndexEntry::new(SecretType::File, VersionRecord::new(3, 1, 2, None)) });
+        let instances: InstancesRecord = decode("instances", br#"{"format":1,"instances":["web"]}"#).unwrap();
+        assert_eq!(instances.instances.len(), 1);
+        // Written again, each is format 2 and reads back the same.
+        assert_eq!(decode::<KeyRecord>("key", &encode(&gone)).unwrap().versions, gone.versions);
+        assert_eq!(decode::<IndexRecord>("index", &encode(&index)).unwrap().keys, index.keys);
     }
 }

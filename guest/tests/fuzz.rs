@@ -8,8 +8,8 @@
 //! `PROPTEST_CASES=100000 cargo test --release -p secrets-guest --test fuzz`.
 
 use proptest::prelude::*;
-use secrets_guest::records::{IndexRecord, KeyRecord};
-use secrets_guest::{Error, VaultError, records, registry, tls};
+use secrets_guest::records::{IndexEntry, IndexRecord, KeyRecord, VersionRecord};
+use secrets_guest::{Error, SecretType, VaultError, records, registry, tls};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -111,5 +111,20 @@ proptest! {
         bytes in mutated(br#"{"format":1,"kind":"env","versions":[{"version":1,"created_at":5,"size":2}]}"#.to_vec())
     ) {
         let _ = records::decode::<KeyRecord>("key", &bytes);
+    }
+
+    #[test]
+    fn format_2_records_mutated_decode_or_fail_as_corrupt(
+        bytes in mutated(records::encode(&IndexRecord {
+            format: records::FORMAT,
+            keys: [
+                ("A".to_owned(), IndexEntry::new(SecretType::Env, VersionRecord::new(3, 5, 2, None))),
+                ("B".to_owned(), IndexEntry { deleting: Some(vec![1]), ..IndexEntry::new(SecretType::Tls, VersionRecord::new(1, 5, 2, Some(9))) }),
+            ].into(),
+        }))
+    ) {
+        for e in [records::decode::<IndexRecord>("index", &bytes).err(), records::decode::<KeyRecord>("key", &bytes).err()].into_iter().flatten() {
+            prop_assert!(matches!(e, Error::Vault(VaultError::Corrupt(_))), "{:?}", e);
+        }
     }
 }
