@@ -259,6 +259,50 @@ fn sandbox_tax(samples: usize) {
     println!();
 }
 
+/// Issue 10's O(1) rows on `memory:`: reads must not grow with retained
+/// versions or with the keys of the instance, writes not much.
+fn growth(samples: usize) {
+    let s = Secrets::with_sandbox(
+        Arc::new(Sandbox::new().unwrap()),
+        Arc::new(MemoryBackend::new()),
+        Limits::default(),
+    );
+    let scope = Scope::tenant("growth").unwrap();
+    let set = |instance: &str, key: &str, value: String| {
+        s.set(&scope, SetRequest::new(instance, key, SecretType::Env, value)).unwrap();
+    };
+    set("versions", "ONE", "v".into());
+    for v in 0..100 {
+        set("versions", "HUNDRED", format!("v{v}"));
+    }
+    for n in [10, 1000] {
+        for i in 0..n {
+            set(&format!("keys{n}"), &format!("KEY_{i:04}"), format!("value-{i}"));
+        }
+    }
+    let get = |instance: &str, key: &str| time(samples, || drop(s.get(&scope, instance, key).unwrap())).0;
+    let counter = std::cell::Cell::new(0u32);
+    let write = |instance: &str| {
+        time(samples, || {
+            counter.set(counter.get() + 1);
+            set(instance, "KEY_0003", format!("w{}", counter.get()));
+        })
+        .0
+    };
+    let rows = [
+        ("get, 100 retained versions / 1", get("versions", "HUNDRED"), get("versions", "ONE"), 1.2),
+        ("get, instance of 1,000 keys / 10", get("keys1000", "KEY_0003"), get("keys10", "KEY_0003"), 1.2),
+        ("set, instance of 1,000 keys / 10", write("keys1000"), write("keys10"), 2.0),
+    ];
+    println!("| growth (memory:) | large | small | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for (name, large, small, target) in rows {
+        let ratio = large.as_secs_f64() / small.as_secs_f64();
+        println!("| {name} | {} | {} | {ratio:.2}× | ≤ {target}× |", us(large), us(small));
+    }
+    println!();
+}
+
 /// A store to measure: its name, the backend, and the PostgreSQL backend
 /// again when it is one (for its round-trip counter).
 type Store = (String, Arc<dyn Backend>, Option<Arc<PostgresBackend>>);
@@ -267,6 +311,7 @@ fn main() {
     // `cargo bench` passes `--bench`: nothing to parse.
     let samples: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
     sandbox_tax(samples);
+    growth(samples);
     let sandbox = Arc::new(Sandbox::new().expect("the embedded component compiles"));
     let dir = tempfile::tempdir().unwrap();
     let mut stores: Vec<Store> = vec![
