@@ -6,10 +6,13 @@
 //! which all of its reads see (plus its own pending writes), however many
 //! commits happen meanwhile. Writers are serialised globally by a writer
 //! lock held from `begin` to commit or drop, so a write transaction's
-//! snapshot is also the latest state. Commit copies the snapshot, applies
-//! the pending writes and swaps the new map in; readers holding the old
-//! map keep it until they end, and its values are zeroized when the last
-//! of them drops it. Dropping a transaction without commit discards its
+//! snapshot is also the latest state. The map is a persistent one
+//! (`imbl::OrdMap`): taking a snapshot is O(1), and commit applies the
+//! pending writes to the snapshot, copying only the O(log n) nodes they
+//! touch, then swaps the new map in (before, commit copied every entry of
+//! the store, so a write cost O(store size)). Readers holding the old map
+//! keep it until they end; a value is zeroized when the last map holding
+//! it is dropped. Dropping a transaction without commit discards its
 //! writes. A read transaction refuses writes, as SQLite's does.
 //! `rotate` does nothing: there is no key material to re-protect, and a
 //! missing key is not an error.
@@ -17,18 +20,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use imbl::OrdMap;
+
 use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
 use zeroize::Zeroizing;
 
 use crate::backends::{Access, Backend, Transaction, Vault, VaultError};
 
-type Entries = BTreeMap<String, Zeroizing<Vec<u8>>>;
+type Entries = OrdMap<String, Arc<Zeroizing<Vec<u8>>>>;
 
 /// An in-memory backend; clones share the same data.
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
     /// The latest committed map; the mutex only guards the swap.
-    committed: Arc<Mutex<Arc<Entries>>>,
+    committed: Arc<Mutex<Entries>>,
     writer: Arc<Mutex<()>>,
 }
 
@@ -56,9 +61,9 @@ impl MemoryBackend {
 }
 
 struct MemoryTransaction {
-    committed: Arc<Mutex<Arc<Entries>>>,
-    /// The committed map as of `begin`.
-    snapshot: Arc<Entries>,
+    committed: Arc<Mutex<Entries>>,
+    /// The committed map as of `begin` (an O(1) clone).
+    snapshot: Entries,
     /// Pending writes: `None` is a delete.
     pending: BTreeMap<String, Option<Zeroizing<Vec<u8>>>>,
     /// Held by write transactions until commit or drop; `None` for reads.
@@ -125,14 +130,18 @@ impl Transaction for MemoryTransaction {
         // Only write transactions have pending writes, and they hold the
         // writer lock: `snapshot` is still the latest committed map.
         debug_assert!(writer.is_some());
-        let mut next = Arc::unwrap_or_clone(snapshot);
+        let mut next = snapshot;
         for (key, value) in pending {
             match value {
-                Some(v) => next.insert(key, v),
-                None => next.remove(&key),
-            };
+                Some(v) => {
+                    next.insert(key, Arc::new(v));
+                }
+                None => {
+                    next.remove(&key);
+                }
+            }
         }
-        let previous = std::mem::replace(&mut *committed.lock(), Arc::new(next));
+        let previous = std::mem::replace(&mut *committed.lock(), next);
         // The old map (zeroized when its last reader ends) and the writer
         // lock are released outside the swap.
         drop(previous);
