@@ -30,6 +30,8 @@
 
 #[cfg(feature = "awssm")]
 pub mod awssm;
+#[cfg(any(feature = "openbao", feature = "remote"))]
+pub(crate) mod batch;
 #[cfg(feature = "gcpsm")]
 pub mod gcpsm;
 pub mod memory;

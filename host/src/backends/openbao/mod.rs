@@ -194,7 +194,7 @@ mod txn;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -208,6 +208,7 @@ use client::{Client, Envelope, MountInfo, ValueData};
 use lock::HeldLock;
 use txn::OpenBaoTxn;
 
+use crate::backends::batch::{MAX_IN_FLIGHT, all, concurrently};
 use crate::backends::{Access, Backend, Transaction, VaultError};
 
 /// Where entries live inside the mount unless the URL says `prefix=`.
@@ -223,60 +224,11 @@ pub const DEFAULT_TOKEN_ENVS: [&str; 2] = ["BAO_TOKEN", "VAULT_TOKEN"];
 
 /// Largest response body read (a 64 KiB value is ~88 KB of base64).
 const MAX_BODY: u64 = 16 << 20;
+/// The name of the threads that send a batch's requests.
+const THREAD_NAME: &str = "openbao-request";
 const BACKOFF_MIN: Duration = Duration::from_millis(2);
 const BACKOFF_MAX: Duration = Duration::from_millis(50);
-/// Requests one call sends at once (a batched read, the rotations of a
-/// commit).
-const MAX_IN_FLIGHT: usize = 8;
 
-/// Runs `f(0)`, ..., `f(n - 1)` on up to [`MAX_IN_FLIGHT`] threads (the
-/// caller's among them), each taking the next index; after the first error
-/// no index is started. The results in index order: `None` for an index
-/// not run, which only follows an error.
-fn concurrently<T: Send>(
-    n: usize,
-    f: impl Fn(usize) -> Result<T, VaultError> + Sync,
-) -> Vec<Option<Result<T, VaultError>>> {
-    let slots: Vec<Mutex<Option<Result<T, VaultError>>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let work = || {
-        while !failed.load(Ordering::Relaxed) {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                break;
-            }
-            let result = f(i);
-            if result.is_err() {
-                failed.store(true, Ordering::Relaxed);
-            }
-            *slots[i].lock() = Some(result);
-        }
-    };
-    std::thread::scope(|s| {
-        for _ in 1..n.min(MAX_IN_FLIGHT) {
-            // A thread that cannot be started leaves its share to the others.
-            if std::thread::Builder::new().name("openbao-request".into()).spawn_scoped(s, work).is_err() {
-                break;
-            }
-        }
-        work();
-    });
-    slots.into_iter().map(Mutex::into_inner).collect()
-}
-
-/// The values of [`concurrently`], or its first error in index order.
-fn all<T>(results: Vec<Option<Result<T, VaultError>>>) -> Result<Vec<T>, VaultError> {
-    let mut out = Vec::with_capacity(results.len());
-    for result in results {
-        match result {
-            Some(Ok(value)) => out.push(value),
-            Some(Err(e)) => return Err(e),
-            None => return Err(VaultError::Other("a request of a batch was not sent".into())),
-        }
-    }
-    Ok(out)
-}
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -536,7 +488,7 @@ impl Inner {
 
     /// The values of `keys` (distinct), read from KV concurrently.
     fn retrieve_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, VaultError> {
-        all(concurrently(keys.len(), |i| self.retrieve(keys[i])))
+        all(concurrently(keys.len(), THREAD_NAME, |i| self.retrieve(keys[i])))
     }
 
     /// Waits until no lock entry is being released in the background,

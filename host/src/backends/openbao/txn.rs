@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
 use super::lock::HeldLock;
-use super::{Inner, concurrently};
+use super::{Inner, THREAD_NAME};
+use crate::backends::batch::concurrently;
 use crate::backends::{Transaction, Vault, VaultError};
 
 pub(super) enum Op {
@@ -82,7 +83,7 @@ fn under_lease(
     f: impl Fn(usize) -> Result<(), VaultError> + Sync,
 ) -> (usize, Option<VaultError>) {
     let lock = Mutex::new(lock);
-    let results = concurrently(n, |i| {
+    let results = concurrently(n, THREAD_NAME, |i| {
         lock.lock().keep()?;
         f(i)
     });

@@ -19,7 +19,6 @@ pub(crate) mod txn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -31,9 +30,6 @@ use crate::backends::{Access, Backend, Transaction, VaultError};
 /// `payload.data`). The backends refuse larger entries themselves (the
 /// emulators do not).
 pub const MAX_ENTRY: usize = 65536;
-
-/// Requests one call sends at once (a batched read).
-const MAX_IN_FLIGHT: usize = 8;
 
 /// The two namespaces of a store: the vault's entries, and lock entries
 /// (a scope's lock and the claims of a takeover).
@@ -79,47 +75,6 @@ pub(crate) struct LockConfig {
     pub(crate) timeout: Duration,
 }
 
-/// Runs `f(0)`, ..., `f(n - 1)` on up to [`MAX_IN_FLIGHT`] threads (the
-/// caller's among them); after the first error no index is started.
-/// The results in index order, or the first error in index order.
-pub(crate) fn concurrently<T: Send>(
-    n: usize,
-    f: impl Fn(usize) -> Result<T, VaultError> + Sync,
-) -> Result<Vec<T>, VaultError> {
-    let slots: Vec<Mutex<Option<Result<T, VaultError>>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let work = || {
-        while !failed.load(Ordering::Relaxed) {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                break;
-            }
-            let result = f(i);
-            if result.is_err() {
-                failed.store(true, Ordering::Relaxed);
-            }
-            *slots[i].lock() = Some(result);
-        }
-    };
-    std::thread::scope(|s| {
-        for _ in 1..n.min(MAX_IN_FLIGHT) {
-            if std::thread::Builder::new().name("remote-request".into()).spawn_scoped(s, work).is_err() {
-                break;
-            }
-        }
-        work();
-    });
-    let mut out = Vec::with_capacity(n);
-    for slot in slots {
-        match slot.into_inner() {
-            Some(Ok(value)) => out.push(value),
-            Some(Err(e)) => return Err(e),
-            None => return Err(VaultError::Other("a request of a batch was not sent".into())),
-        }
-    }
-    Ok(out)
-}
 
 pub(crate) struct Shared<S> {
     pub(crate) store: S,

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::lock::HeldLock;
-use super::{MAX_ENTRY, RemoteStore, Shared, Space, concurrently};
+use super::{MAX_ENTRY, RemoteStore, Shared, Space};
+use crate::backends::batch::{all, concurrently};
 use crate::backends::{Transaction, Vault, VaultError};
 
 enum Op {
@@ -118,7 +119,7 @@ impl<S: RemoteStore> Vault for RemoteTxn<S> {
             })
             .collect();
         let store = &self.shared.store;
-        let values = concurrently(wanted.len(), |i| store.get(Space::Entry, wanted[i]))?;
+        let values = all(concurrently(wanted.len(), "remote-request", |i| store.get(Space::Entry, wanted[i])))?;
         for (key, value) in wanted.iter().zip(&values) {
             if value.is_some() {
                 self.seen.insert((*key).to_owned());
