@@ -24,13 +24,14 @@ fn cache_home() -> &'static Path {
 }
 
 /// A store (a fresh SQLite one unless told otherwise) and the CLI on it.
-struct Store {
-    dir: tempfile::TempDir,
+/// The Vault API's tests use it too.
+pub(crate) struct Store {
+    pub(crate) dir: tempfile::TempDir,
     url: String,
 }
 
 impl Store {
-    fn new() -> Store {
+    pub(crate) fn new() -> Store {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("secrets.db").display());
         Store { dir, url }
@@ -41,7 +42,7 @@ impl Store {
         Store { dir: tempfile::tempdir().unwrap(), url }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--store")
             .arg(&self.url)
@@ -65,7 +66,7 @@ impl Store {
     }
 
     /// A new token: (token, id).
-    fn token(&self, tenant: &str, role: &str, ttl: Option<&str>) -> (String, String) {
+    pub(crate) fn token(&self, tenant: &str, role: &str, ttl: Option<&str>) -> (String, String) {
         let mut args = vec!["--tenant", tenant, "token", "create", "--role", role, "--name", "test"];
         if let Some(ttl) = ttl {
             args.extend(["--ttl", ttl]);

@@ -8,67 +8,25 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_secrets");
-const MASTER_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+use crate::http::Store;
+
 const CANARY: &str = "canary-kv-7c3a91";
 
-fn cache_home() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap().keep())
+fn audit_path(store: &Store) -> PathBuf {
+    store.dir.path().join("audit.log")
 }
 
-/// A fresh SQLite store and the `secrets` CLI on it.
-struct Store {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Store {
-    fn new() -> Store {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("secrets.db").display());
-        Store { dir, url }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("--store")
-            .arg(&self.url)
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap())
-            .env("HOME", self.dir.path())
-            .env("XDG_CACHE_HOME", cache_home())
-            .env("SECRETS_MASTER_KEY", MASTER_KEY);
-        c
-    }
-
-    /// A new token: (token, id).
-    fn token(&self, tenant: &str, role: &str) -> (String, String) {
-        let o = self.cmd(&["--tenant", tenant, "token", "create", "--role", role]).stdin(Stdio::null()).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let token = String::from_utf8(o.stdout).unwrap().trim_end().to_owned();
-        let err = String::from_utf8(o.stderr).unwrap();
-        let id = err.strip_prefix("created token ").unwrap().split(' ').next().unwrap().to_owned();
-        (token, id)
-    }
-
-    fn audit_path(&self) -> PathBuf {
-        self.dir.path().join("audit.log")
-    }
-
-    /// `secrets serve` with an audit log.
-    fn serve(&self) -> Server {
-        let audit = self.audit_path();
-        let mut c = self.cmd(&["serve", "--listen", "127.0.0.1:0", "--audit-log", audit.to_str().unwrap()]);
-        c.env("RUST_LOG", "trace");
-        Server::start(c)
-    }
+/// `secrets serve` on `store`, with an audit log.
+fn serve(store: &Store) -> Server {
+    let audit = audit_path(store);
+    let mut c = store.cmd(&["serve", "--listen", "127.0.0.1:0", "--audit-log", audit.to_str().unwrap()]);
+    c.env("RUST_LOG", "trace");
+    Server::start(c)
 }
 
 /// A running `secrets serve`, killed when dropped.
@@ -202,8 +160,8 @@ fn audit_lines(path: &Path) -> Vec<Value> {
 #[test]
 fn the_bao_cli_works_against_secrets_serve() {
     let store = Store::new();
-    let (write, write_id) = store.token("acme", "write");
-    let server = store.serve();
+    let (write, write_id) = store.token("acme", "write", None);
+    let server = serve(&store);
     let bao = Bao::new(&server, &write);
     let path = "secret/web/DATABASE_URL";
     let v1 = format!("postgres://app:{CANARY}-1@db/app");
@@ -298,7 +256,7 @@ fn the_bao_cli_works_against_secrets_serve() {
 
     // Values never in a listing or metadata answer, the audit log or the log.
     assert!(!metadata_outputs.contains(CANARY), "{metadata_outputs}");
-    let lines = audit_lines(&store.audit_path());
+    let lines = audit_lines(&audit_path(&store));
     let kv_lines: Vec<&Value> =
         lines.iter().filter(|l| l["route"].as_str().is_some_and(|r| r.starts_with("/v1/secret/"))).collect();
     assert!(kv_lines.len() > 30, "{lines:#?}");
@@ -307,7 +265,7 @@ fn the_bao_cli_works_against_secrets_serve() {
         kv_lines.iter().any(|l| l["route"] == "/v1/secret/destroy/{*path}" && l["key"] == "DATABASE_URL" && l["outcome"] == "ok"),
         "{kv_lines:#?}"
     );
-    let audit_text = std::fs::read_to_string(store.audit_path()).unwrap();
+    let audit_text = std::fs::read_to_string(audit_path(&store)).unwrap();
     assert!(!audit_text.contains(CANARY) && !audit_text.contains(&write[4..]), "the audit log holds a value or the token");
     let log = server.log();
     assert!(!log.contains(CANARY) && !log.contains(&write[4..]), "the log holds a value or the token");
@@ -316,11 +274,11 @@ fn the_bao_cli_works_against_secrets_serve() {
 #[test]
 fn tokens_roles_and_tenants_on_the_kv_routes() {
     let store = Store::new();
-    let (write, write_id) = store.token("acme", "write");
-    let (read, _) = store.token("acme", "read");
-    let (inject, _) = store.token("acme", "inject");
-    let (other, _) = store.token("globex", "write");
-    let server = store.serve();
+    let (write, write_id) = store.token("acme", "write", None);
+    let (read, _) = store.token("acme", "read", None);
+    let (inject, _) = store.token("acme", "inject", None);
+    let (other, _) = store.token("globex", "write", None);
+    let server = serve(&store);
     let body = json!({"data": {"value": CANARY}});
     let (status, answer) = server.kv("POST", "/v1/secret/data/web/API_KEY", &write, Some(&body));
     assert_eq!(status, 200, "{answer}");
@@ -389,9 +347,7 @@ fn tokens_roles_and_tenants_on_the_kv_routes() {
     assert_eq!(answer["data"]["policies"], json!(["write"]));
     assert_eq!((&answer["data"]["ttl"], &answer["data"]["expire_time"]), (&json!(0), &json!(null)), "no expiry: {answer}");
     // A token with a TTL shows the seconds it has left, as Vault does.
-    let o = store.cmd(&["--tenant", "acme", "token", "create", "--role", "read", "--ttl", "1h"]).stdin(Stdio::null()).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let expiring = String::from_utf8(o.stdout).unwrap().trim_end().to_owned();
+    let (expiring, _) = store.token("acme", "read", Some("1h"));
     let (_, answer) = server.kv("GET", "/v1/auth/token/lookup-self", &expiring, None);
     let ttl = answer["data"]["ttl"].as_u64().unwrap();
     assert!((3590..=3600).contains(&ttl), "{answer}");
@@ -409,8 +365,8 @@ fn tokens_roles_and_tenants_on_the_kv_routes() {
 #[test]
 fn bad_input_is_refused_and_stores_nothing() {
     let store = Store::new();
-    let (write, _) = store.token("acme", "write");
-    let server = store.serve();
+    let (write, _) = store.token("acme", "write", None);
+    let server = serve(&store);
     let path = "/v1/secret/data/web/API_KEY";
     let (status, _) = server.kv("PUT", path, &write, Some(&json!({"data": {"value": "v1"}})));
     assert_eq!(status, 200);
@@ -528,8 +484,8 @@ json.dump(out, sys.stdout)
 fn hvac_works_against_secrets_serve() {
     let python = hvac_python();
     let store = Store::new();
-    let (write, _) = store.token("acme", "write");
-    let server = store.serve();
+    let (write, _) = store.token("acme", "write", None);
+    let server = serve(&store);
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("kv.py");
     std::fs::write(&script, HVAC_SCRIPT).unwrap();
