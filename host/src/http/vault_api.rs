@@ -550,19 +550,31 @@ fn default_kind(inner: &super::Inner, scope: &crate::Scope, t: &Target) -> Resul
     }
 }
 
-async fn write(app: App, mut parts: Parts, body: Body) -> Result<Response, ApiError> {
-    let caller = authorize::<op::Set>(&mut parts, &app).await?;
-    let ctx = caller.ctx.clone();
-    let t = target(&parts, "data", &ctx)?;
+/// A write or patch of `data/`: the caller (Set role), its target, the
+/// check-and-set version (noted in the context) and the `data` fields.
+async fn data_write(
+    app: &App,
+    mut parts: Parts,
+    body: Body,
+    patch: bool,
+) -> Result<(Authorized<op::Set>, Target, Option<u32>, DataFields), ApiError> {
+    let caller = authorize::<op::Set>(&mut parts, app).await?;
+    let t = target(&parts, "data", &caller.ctx)?;
     no_query(&parts)?;
-    let body = body_object(parts, body, &app).await?;
+    let body = body_object(parts, body, app).await?;
     only_fields(&body, &["data", "options"], "body")?;
     let cas = cas_of(&body)?;
-    let DataFields { value, kind } = data_of(&body, false)?;
-    let value = value.unwrap_or_default();
+    let fields = data_of(&body, patch)?;
     if let Some(v) = cas {
-        ctx.set_if_version(v);
+        caller.ctx.set_if_version(v);
     }
+    Ok((caller, t, cas, fields))
+}
+
+async fn write(app: App, parts: Parts, body: Body) -> Result<Response, ApiError> {
+    let (caller, t, cas, DataFields { value, kind }) = data_write(&app, parts, body, false).await?;
+    let ctx = caller.ctx.clone();
+    let value = value.unwrap_or_default();
     let scope = caller.grant.scope;
     let meta = app
         .call(Some(&ctx), "set", move |inner| {
@@ -583,18 +595,9 @@ async fn write(app: App, mut parts: Parts, body: Body) -> Result<Response, ApiEr
 /// A JSON merge patch of `data`: the current version's fields, with those
 /// given replaced, written as the next version (on the version read: a
 /// write in between makes it a check-and-set mismatch).
-async fn patch(app: App, mut parts: Parts, body: Body) -> Result<Response, ApiError> {
-    let caller = authorize::<op::Set>(&mut parts, &app).await?;
+async fn patch(app: App, parts: Parts, body: Body) -> Result<Response, ApiError> {
+    let (caller, t, cas, DataFields { value, kind }) = data_write(&app, parts, body, true).await?;
     let ctx = caller.ctx.clone();
-    let t = target(&parts, "data", &ctx)?;
-    no_query(&parts)?;
-    let body = body_object(parts, body, &app).await?;
-    only_fields(&body, &["data", "options"], "body")?;
-    let cas = cas_of(&body)?;
-    let DataFields { value, kind } = data_of(&body, true)?;
-    if let Some(v) = cas {
-        ctx.set_if_version(v);
-    }
     let scope = caller.grant.scope;
     let target = t.clone();
     let meta = app
