@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared by .ci/aws.sh and .ci/gcp.sh: a Python venv per emulator, kept
 # between runs in ${SECRETS_CI_CACHE:-$HOME/.cache/secrets-ci} (created and
-# filled from PyPI when missing or incomplete), and a free loopback port.
+# filled from PyPI when missing or incomplete). Shared with .ci/openbao.sh
+# too: a free loopback port, and stopping a server by its pid.
 
 _emulator_venv() {
     # _emulator_venv NAME PIP_SPEC... : prints the venv's directory.

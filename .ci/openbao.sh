@@ -21,6 +21,9 @@
 # For development: `source .ci/openbao.sh && start_openbao`, run the tests,
 # then `stop_openbao`.
 
+# shellcheck source=.ci/emulators.sh
+source "$(dirname "${BASH_SOURCE[0]}")/emulators.sh"
+
 _OPENBAO_PIDS=""
 _OPENBAO_DIR=""
 
@@ -65,10 +68,6 @@ EOF
     return 1
 }
 
-_openbao_free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
 start_openbao() {
     echo "openbao: starting"
     if ! command -v bao >/dev/null 2>&1; then
@@ -100,13 +99,13 @@ start_openbao() {
     # A dev server also listens on PORT+1 (cluster traffic), which may be
     # taken: try a few fresh ports.
     for try in 1 2 3; do
-        port="$(_openbao_free_port)"
+        port="$(_emulator_free_port)"
         if _openbao_server plain "$port" "$token" http; then break; fi
         port=""
     done
     for try in 1 2 3; do
         [ -n "$port" ] || break
-        tls_port="$(_openbao_free_port)"
+        tls_port="$(_emulator_free_port)"
         if [ "$tls_port" -ge $((port - 1)) ] && [ "$tls_port" -le $((port + 1)) ]; then
             tls_port=""
             continue
@@ -128,16 +127,9 @@ start_openbao() {
 }
 
 stop_openbao() {
-    local pid i
+    local pid
     for pid in ${_OPENBAO_PIDS:-}; do
-        echo "openbao: stopping server pid $pid"
-        kill "$pid" 2>/dev/null || true
-        for i in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        _emulator_stop openbao "$pid"
     done
     _OPENBAO_PIDS=""
     if [ -n "${_OPENBAO_DIR:-}" ]; then
