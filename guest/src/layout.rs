@@ -11,6 +11,10 @@
 //! i/<hex instance>/k/<hex key>/v/<n>      the value of version n
 //! instances                               the tenant's instances
 //! ```
+//!
+//! The index and the key record also carry copies of current values
+//! (see `records`), so reads need not visit `v/<n>`; every value is
+//! written there too.
 
 /// The tenant's list of instances (the host prefixes every key with the
 /// tenant; `i/...` keys cannot collide with it).

@@ -1,13 +1,28 @@
 //! The records the logic keeps in the vault beside the values: a key's
 //! version history, an instance's index and the tenant's instances.
 //!
-//! Written as format 2: the byte `0x02`, then the record in postcard (a
-//! compact binary serde format: varints, no field names), through the
-//! `Wire*` structs below, whose field order is the format. Reading one is
-//! several times cheaper than JSON, which matters because `get` reads its
-//! key's whole history and `set` its instance's whole index. Format 1
-//! (JSON, which always starts with `{`) is still read, so stores written
-//! before keep working; a record moves to format 2 when it is next written.
+//! Written as format 3: the byte `0x03`, then the record in postcard (a
+//! compact binary serde format: varints, no field names) through the
+//! `Wire*` structs below, whose field order is the format, then the
+//! record's **inline values**. Reading one is several times cheaper than
+//! JSON, which matters because `get` reads its key's whole history and
+//! `set` its instance's whole index.
+//!
+//! Inline values save reads: a key record carries the value of its current
+//! version and an index entry the value of its key's current version, so
+//! `get` is one vault read and `inject`/`mounts` one read of the index
+//! (each value is still stored under its own vault key too, for the
+//! version history and for readers of older records). A record carries
+//! them only while it stays within [`INLINE_CEILING`] bytes: entries in
+//! key order, each value that still fits, so a large instance's index
+//! stays as small as it would be without them (the cloud stores hold at
+//! most 64 KiB per entry). A reader uses an inline value only when it is
+//! tagged with the version the record calls current, and reads the value's
+//! own entry otherwise.
+//!
+//! Format 2 (the same bytes without inline values, tag `0x02`) and format
+//! 1 (JSON, which always starts with `{`) are still read, so stores written
+//! before keep working; a record moves to format 3 when it is next written.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,11 +30,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Error, SecretMeta, SecretType};
 
-/// The format number written into every record.
 /// The format records are written in.
-pub const FORMAT: u32 = 2;
-/// The first byte of a format-2 record (a JSON record starts with `{`).
-const BINARY_TAG: u8 = 2;
+pub const FORMAT: u32 = 3;
+/// The first byte of a format-3 record (a JSON record starts with `{`).
+const BINARY_TAG: u8 = 3;
+/// The first byte of a format-2 record: format 3 without inline values.
+const BINARY_TAG_2: u8 = 2;
+/// Largest record that carries inline values: half of what a cloud store
+/// holds per entry, so inlining never makes a record too large to store.
+pub const INLINE_CEILING: usize = 32 * 1024;
+
+/// The value of a record's current version, kept in the record (see the
+/// module documentation). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Inline {
+    pub version: u32,
+    pub value: Vec<u8>,
+}
+
+impl core::fmt::Debug for Inline {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Inline {{ version: {}, value: <{} bytes redacted> }}", self.version, self.value.len())
+    }
+}
+
+impl Inline {
+    /// The value when it is `version`'s.
+    pub fn of(inline: &Option<Inline>, version: u32) -> Option<&[u8]> {
+        inline.as_ref().filter(|i| i.version == version).map(|i| i.value.as_slice())
+    }
+}
 
 /// What is kept about one version (the value lives under its own vault key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +100,9 @@ pub struct KeyRecord {
     pub format: u32,
     pub kind: SecretType,
     pub versions: Vec<VersionRecord>,
+    /// The current version's value, when the record carries it.
+    #[serde(skip)]
+    pub value: Option<Inline>,
 }
 
 impl KeyRecord {
@@ -103,11 +146,14 @@ pub struct IndexEntry {
     /// left to delete (see `service`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleting: Option<Vec<u32>>,
+    /// The current version's value, when the index carries it.
+    #[serde(skip)]
+    pub value: Option<Inline>,
 }
 
 impl IndexEntry {
     pub fn new(kind: SecretType, current: VersionRecord) -> Self {
-        IndexEntry { kind, current, deleting: None }
+        IndexEntry { kind, current, deleting: None, value: None }
     }
 }
 
@@ -134,34 +180,88 @@ pub fn meta(instance_id: &str, key: &str, kind: SecretType, v: &VersionRecord) -
     }
 }
 
-/// A record kept in the vault: its format-2 form ([`Record::Wire`]), and
-/// its format-1 (JSON) form through serde.
+/// A record kept in the vault: its binary body ([`Record::Wire`], the
+/// same in formats 2 and 3), its inline values (format 3), and its format-1
+/// (JSON) form through serde.
 pub trait Record: Sized + serde::de::DeserializeOwned {
     type Wire: Serialize + serde::de::DeserializeOwned;
     fn to_wire(&self) -> Self::Wire;
     fn from_wire(wire: Self::Wire) -> Result<Self, &'static str>;
+    /// The inline values that may be written, by position, in the order
+    /// they are offered room.
+    fn inline_values(&self) -> Vec<(u32, &Inline)> {
+        Vec::new()
+    }
+    /// Puts back the inline values read, by position (increasing).
+    fn attach_inline(&mut self, inline: Vec<(u32, Inline)>) -> Result<(), &'static str> {
+        if inline.is_empty() { Ok(()) } else { Err("inline values in a record that holds none") }
+    }
 }
 
-/// The record in format 2.
+/// An inline value as written (borrowed).
+#[derive(Serialize)]
+struct WireInlineOut<'a> {
+    position: u32,
+    version: u32,
+    #[serde(with = "serde_bytes")]
+    value: &'a [u8],
+}
+
+/// An inline value as read.
+#[derive(Deserialize)]
+struct WireInlineIn {
+    position: u32,
+    version: u32,
+    #[serde(with = "serde_bytes")]
+    value: Vec<u8>,
+}
+
+/// Bytes an inline value may take beyond its own: its position, version
+/// and length as varints.
+const INLINE_OVERHEAD: usize = 15;
+
+/// The record in format 3.
 pub fn encode<T: Record>(record: &T) -> Vec<u8> {
-    let out = vec![BINARY_TAG];
-    postcard::to_extend(&record.to_wire(), out).expect("records are plain data")
+    let out = postcard::to_extend(&record.to_wire(), vec![BINARY_TAG]).expect("records are plain data");
+    // Room for the section's own length (a varint of at most 5 bytes).
+    let mut room = INLINE_CEILING.saturating_sub(out.len() + 5);
+    let mut chosen = Vec::new();
+    for (position, inline) in record.inline_values() {
+        let size = inline.value.len() + INLINE_OVERHEAD;
+        if size <= room {
+            room -= size;
+            chosen.push(WireInlineOut { position, version: inline.version, value: &inline.value });
+        }
+    }
+    postcard::to_extend(&chosen, out).expect("records are plain data")
 }
 
-/// A record in format 2 or 1.
+/// A record in format 3, 2 or 1.
 pub fn decode<T: Record>(what: &str, bytes: &[u8]) -> Result<T, Error> {
     let unreadable = |e: &dyn core::fmt::Display| Error::corrupt(format!("{what} record is unreadable: {e}"));
-    match bytes.split_first() {
+    let body = |rest| -> Result<(T, &[u8]), Error> {
+        let (wire, left) = postcard::take_from_bytes::<T::Wire>(rest).map_err(|e| unreadable(&e))?;
+        Ok((T::from_wire(wire).map_err(|e| unreadable(&e))?, left))
+    };
+    let (record, left) = match bytes.split_first() {
         Some((&BINARY_TAG, rest)) => {
-            let (wire, left) = postcard::take_from_bytes::<T::Wire>(rest).map_err(|e| unreadable(&e))?;
-            if !left.is_empty() {
-                return Err(unreadable(&"bytes after its end"));
+            let (mut record, left) = body(rest)?;
+            let (inline, left) = postcard::take_from_bytes::<Vec<WireInlineIn>>(left).map_err(|e| unreadable(&e))?;
+            if inline.windows(2).any(|w| w[0].position >= w[1].position) {
+                return Err(unreadable(&"inline values out of order"));
             }
-            T::from_wire(wire).map_err(|e| unreadable(&e))
+            let inline = inline.into_iter().map(|i| (i.position, Inline { version: i.version, value: i.value })).collect();
+            record.attach_inline(inline).map_err(|e| unreadable(&e))?;
+            (record, left)
         }
-        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| unreadable(&e)),
-        _ => Err(unreadable(&"neither format 2 nor JSON")),
+        Some((&BINARY_TAG_2, rest)) => body(rest)?,
+        Some((b'{', _)) => return serde_json::from_slice(bytes).map_err(|e| unreadable(&e)),
+        _ => return Err(unreadable(&"neither format 3, 2 nor JSON")),
+    };
+    if !left.is_empty() {
+        return Err(unreadable(&"bytes after its end"));
     }
+    Ok(record)
 }
 
 fn kind_code(kind: SecretType) -> u8 {
@@ -183,7 +283,7 @@ fn kind_of(code: u8) -> Result<SecretType, &'static str> {
     })
 }
 
-/// A version in format 2 (field order is the format).
+/// A version in formats 2 and 3 (field order is the format).
 #[derive(Serialize, Deserialize)]
 pub struct WireVersion {
     version: u32,
@@ -220,7 +320,7 @@ impl From<WireVersion> for VersionRecord {
     }
 }
 
-/// A key record in format 2.
+/// A key record's body in formats 2 and 3.
 #[derive(Serialize, Deserialize)]
 pub struct WireKey {
     kind: u8,
@@ -233,11 +333,28 @@ impl Record for KeyRecord {
         WireKey { kind: kind_code(self.kind), versions: self.versions.iter().map(WireVersion::from).collect() }
     }
     fn from_wire(w: WireKey) -> Result<Self, &'static str> {
-        Ok(KeyRecord { format: FORMAT, kind: kind_of(w.kind)?, versions: w.versions.into_iter().map(Into::into).collect() })
+        Ok(KeyRecord {
+            format: FORMAT,
+            kind: kind_of(w.kind)?,
+            versions: w.versions.into_iter().map(Into::into).collect(),
+            value: None,
+        })
+    }
+    fn inline_values(&self) -> Vec<(u32, &Inline)> {
+        self.value.iter().map(|v| (0, v)).collect()
+    }
+    fn attach_inline(&mut self, inline: Vec<(u32, Inline)>) -> Result<(), &'static str> {
+        let mut inline = inline.into_iter();
+        match (inline.next(), inline.next()) {
+            (None, _) => {}
+            (Some((0, value)), None) => self.value = Some(value),
+            _ => return Err("an inline value at a position a key record does not have"),
+        }
+        Ok(())
     }
 }
 
-/// An index entry in format 2.
+/// An index entry in formats 2 and 3.
 #[derive(Serialize, Deserialize)]
 pub struct WireEntry {
     key: String,
@@ -246,7 +363,7 @@ pub struct WireEntry {
     deleting: Option<Vec<u32>>,
 }
 
-/// An index in format 2: its entries in key order.
+/// An index's body in formats 2 and 3: its entries in key order.
 #[derive(Serialize, Deserialize)]
 pub struct WireIndex {
     keys: Vec<WireEntry>,
@@ -270,16 +387,29 @@ impl Record for IndexRecord {
     fn from_wire(w: WireIndex) -> Result<Self, &'static str> {
         let mut keys = BTreeMap::new();
         for e in w.keys {
-            let entry = IndexEntry { kind: kind_of(e.kind)?, current: e.current.into(), deleting: e.deleting };
+            let entry = IndexEntry { kind: kind_of(e.kind)?, current: e.current.into(), deleting: e.deleting, value: None };
             if keys.insert(e.key, entry).is_some() {
                 return Err("a key twice in the index");
             }
         }
         Ok(IndexRecord { format: FORMAT, keys })
     }
+    fn inline_values(&self) -> Vec<(u32, &Inline)> {
+        self.keys.values().enumerate().filter_map(|(i, e)| Some((i as u32, e.value.as_ref()?))).collect()
+    }
+    fn attach_inline(&mut self, inline: Vec<(u32, Inline)>) -> Result<(), &'static str> {
+        let mut entries = self.keys.values_mut().enumerate();
+        for (position, value) in inline {
+            let (_, entry) = entries
+                .find(|(i, _)| *i as u32 == position)
+                .ok_or("an inline value past the last entry")?;
+            entry.value = Some(value);
+        }
+        Ok(())
+    }
 }
 
-/// The tenant's instances in format 2.
+/// The tenant's instances in formats 2 and 3.
 #[derive(Serialize, Deserialize)]
 pub struct WireInstances {
     instances: Vec<String>,
@@ -311,7 +441,7 @@ mod tests {
 
     #[test]
     fn push_prunes_oldest_beyond_keep() {
-        let mut r = KeyRecord { format: FORMAT, kind: SecretType::Env, versions: vec![] };
+        let mut r = KeyRecord { format: FORMAT, kind: SecretType::Env, versions: vec![], value: None };
         assert!(r.push(v(1), 2).is_empty());
         assert!(r.push(v(2), 2).is_empty());
         assert_eq!(r.push(v(3), 2), vec![1]);
@@ -330,7 +460,7 @@ mod tests {
         let back: IndexRecord = decode("index", &encode(&idx)).unwrap();
         assert_eq!(back, idx);
         let gone = VersionRecord { deleted_at: Some(7), destroyed: true, ..v(1) };
-        let key = KeyRecord { format: FORMAT, kind: SecretType::File, versions: vec![v(1), gone, v(3)] };
+        let key = KeyRecord { format: FORMAT, kind: SecretType::File, versions: vec![v(1), gone, v(3)], value: None };
         assert_eq!(decode::<KeyRecord>("key", &encode(&key)).unwrap(), key);
         let instances = InstancesRecord { format: FORMAT, instances: ["a".into(), "b".into()].into() };
         assert_eq!(decode::<InstancesRecord>("instances", &encode(&instances)).unwrap(), instances);
@@ -338,8 +468,8 @@ mod tests {
     }
 
     #[test]
-    fn format_2_is_small_and_refuses_what_is_not_one() {
-        let key = KeyRecord { format: FORMAT, kind: SecretType::Env, versions: (1..=100).map(v).collect() };
+    fn format_3_is_small_and_refuses_what_is_not_one() {
+        let key = KeyRecord { format: FORMAT, kind: SecretType::Env, versions: (1..=100).map(v).collect(), value: None };
         let bytes = encode(&key);
         assert_eq!(bytes[0], BINARY_TAG);
         assert!(bytes.len() < 100 * 10, "{} bytes for 100 versions", bytes.len());
@@ -357,11 +487,102 @@ mod tests {
         let one = IndexRecord { format: FORMAT, keys: [("A".to_owned(), IndexEntry::new(SecretType::Env, v(1)))].into() };
         let mut twice = encode(&one);
         assert_eq!(twice[1], 1, "the entry count");
+        assert_eq!(twice.pop(), Some(0), "no inline values");
         let entry = twice[2..].to_vec();
         twice[1] = 2;
         twice.extend(entry);
+        twice.push(0);
         let err = decode::<IndexRecord>("index", &twice).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
+    }
+
+    fn inline(version: u32, len: usize) -> Option<Inline> {
+        Some(Inline { version, value: vec![b'x'; len] })
+    }
+
+    #[test]
+    fn inline_values_round_trip_and_never_print() {
+        let key = KeyRecord { format: FORMAT, kind: SecretType::Env, versions: vec![v(1), v(2)], value: inline(2, 5) };
+        assert_eq!(decode::<KeyRecord>("key", &encode(&key)).unwrap(), key);
+        let mut index = IndexRecord { format: FORMAT, ..Default::default() };
+        index.keys.insert("A".into(), IndexEntry { value: inline(2, 3), ..IndexEntry::new(SecretType::Env, v(2)) });
+        index.keys.insert("B".into(), IndexEntry::new(SecretType::File, v(1)));
+        index.keys.insert("C".into(), IndexEntry { value: inline(1, 0), ..IndexEntry::new(SecretType::Tls, v(1)) });
+        assert_eq!(decode::<IndexRecord>("index", &encode(&index)).unwrap(), index);
+        // A value is used only as the version it was stored for.
+        assert_eq!(Inline::of(&key.value, 2), Some(&b"xxxxx"[..]));
+        assert_eq!(Inline::of(&key.value, 1), None);
+        let printed = format!("{key:?} {index:?}");
+        assert!(!printed.contains("xxx") && printed.contains("redacted"), "{printed}");
+    }
+
+    #[test]
+    fn inline_values_stay_within_the_ceiling_in_key_order() {
+        // 100 values of 1 KiB: those that fit, first come first served.
+        let mut index = IndexRecord { format: FORMAT, ..Default::default() };
+        for k in 0..100u32 {
+            index.keys.insert(format!("K{k:03}"), IndexEntry { value: inline(1, 1024), ..IndexEntry::new(SecretType::Env, v(1)) });
+        }
+        let bytes = encode(&index);
+        assert!(bytes.len() <= INLINE_CEILING, "{} bytes", bytes.len());
+        let back: IndexRecord = decode("index", &bytes).unwrap();
+        let kept: Vec<bool> = back.keys.values().map(|e| e.value.is_some()).collect();
+        let n = kept.iter().filter(|k| **k).count();
+        assert!((25..32).contains(&n), "{n} inline values kept");
+        assert!(kept[..n].iter().all(|k| *k) && !kept[n..].iter().any(|k| *k), "{kept:?}");
+        // An index already past the ceiling without them carries none: it
+        // is as large as it would be without inline values, plus one byte.
+        let mut big = IndexRecord { format: FORMAT, ..Default::default() };
+        for k in 0..200u32 {
+            let name = format!("{k:03}{}", "n".repeat(200));
+            big.keys.insert(name, IndexEntry { value: inline(1, 1), ..IndexEntry::new(SecretType::Env, v(1)) });
+        }
+        let bytes = encode(&big);
+        assert!(bytes.len() > INLINE_CEILING);
+        let bare = IndexRecord { keys: big.keys.iter().map(|(k, e)| (k.clone(), IndexEntry { value: None, ..e.clone() })).collect(), ..big };
+        assert_eq!(bytes, encode(&bare));
+        // A key record whose value does not fit keeps its history only.
+        let key = KeyRecord { format: FORMAT, kind: SecretType::File, versions: vec![v(1)], value: inline(1, INLINE_CEILING) };
+        assert_eq!(decode::<KeyRecord>("key", &encode(&key)).unwrap().value, None);
+    }
+
+    #[test]
+    fn format_2_records_are_still_read_without_inline_values() {
+        // Format 2 is format 3's body under tag 2, with no inline section.
+        let key = KeyRecord { format: FORMAT, kind: SecretType::Env, versions: vec![v(1), v(4)], value: None };
+        let old = postcard::to_extend(&key.to_wire(), vec![BINARY_TAG_2]).unwrap();
+        assert_eq!(decode::<KeyRecord>("key", &old).unwrap(), key);
+        let mut index = IndexRecord { format: FORMAT, ..Default::default() };
+        index.keys.insert("A".into(), IndexEntry { deleting: Some(vec![3]), ..IndexEntry::new(SecretType::Env, v(3)) });
+        let old = postcard::to_extend(&index.to_wire(), vec![BINARY_TAG_2]).unwrap();
+        assert_eq!(decode::<IndexRecord>("index", &old).unwrap(), index);
+        // Format 2 bytes followed by anything are refused.
+        assert!(decode::<IndexRecord>("index", &[&old[..], &[0]].concat()).is_err());
+    }
+
+    #[test]
+    fn inline_sections_that_do_not_fit_the_record_are_corrupt() {
+        let mut index = IndexRecord { format: FORMAT, ..Default::default() };
+        index.keys.insert("A".into(), IndexEntry::new(SecretType::Env, v(1)));
+        let body = postcard::to_extend(&index.to_wire(), vec![BINARY_TAG]).unwrap();
+        let with = |inline: &[(u32, u32)]| {
+            let section: Vec<WireInlineOut> =
+                inline.iter().map(|(position, version)| WireInlineOut { position: *position, version: *version, value: b"v" }).collect();
+            postcard::to_extend(&section, body.clone()).unwrap()
+        };
+        assert!(decode::<IndexRecord>("index", &with(&[(0, 1)])).unwrap().keys["A"].value.is_some());
+        for bad in [&[(1, 1)][..], &[(0, 1), (0, 1)], &[(0, 1), (1, 1)]] {
+            let err = decode::<IndexRecord>("index", &with(bad)).unwrap_err();
+            assert!(matches!(err, Error::Vault(VaultError::Corrupt(_))), "{bad:?}: {err}");
+        }
+        let key = KeyRecord { format: FORMAT, kind: SecretType::Env, versions: vec![v(1)], value: None };
+        let body = postcard::to_extend(&key.to_wire(), vec![BINARY_TAG]).unwrap();
+        let section = [WireInlineOut { position: 1, version: 1, value: b"v" }];
+        assert!(decode::<KeyRecord>("key", &postcard::to_extend(&section[..], body).unwrap()).is_err());
+        let instances = InstancesRecord { format: FORMAT, instances: ["a".into()].into() };
+        let body = postcard::to_extend(&instances.to_wire(), vec![BINARY_TAG]).unwrap();
+        let section = [WireInlineOut { position: 0, version: 1, value: b"v" }];
+        assert!(decode::<InstancesRecord>("instances", &postcard::to_extend(&section[..], body).unwrap()).is_err());
     }
 
     #[test]
@@ -387,7 +608,7 @@ mod tests {
         assert_eq!(index.keys["A"], IndexEntry { deleting: Some(vec![1, 2]), ..IndexEntry::new(SecretType::File, VersionRecord::new(3, 1, 2, None)) });
         let instances: InstancesRecord = decode("instances", br#"{"format":1,"instances":["web"]}"#).unwrap();
         assert_eq!(instances.instances.len(), 1);
-        // Written again, each is format 2 and reads back the same.
+        // Written again, each is format 3 and reads back the same.
         assert_eq!(decode::<KeyRecord>("key", &encode(&gone)).unwrap().versions, gone.versions);
         assert_eq!(decode::<IndexRecord>("index", &encode(&index)).unwrap().keys, index.keys);
     }

@@ -34,6 +34,16 @@
 //! metadata. `destroy` writes its marks before it deletes the values, so
 //! no reader finds a live version without its value.
 //!
+//! Current values are also copied into the key record and the index entry
+//! (as far as they fit, see `records`): `get` reads one record, `inject`
+//! and `mounts` the index, and read a value's own entry only for the
+//! values the records could not carry. The copies are written with the
+//! record that calls the version current, so a reader never pairs a
+//! record with another version's value (each copy is tagged with its
+//! version and used only for it). A delete's mark drops the index's copy,
+//! and `destroy` of a current version drops both copies in the writes
+//! that mark it destroyed; a soft delete keeps them, like the value.
+//!
 //! The tenant's `instances` record lists every instance with keys: a set
 //! adds its instance when the record lacks it (in the same batched read as
 //! the key record and the index, so it costs no round trip), a delete that
@@ -43,7 +53,7 @@
 use crate::layout;
 use crate::limits::Limits;
 use crate::model::{Error, Mount, Secret, SecretMeta, SecretType, SetRequest, Vault};
-use crate::records::{self, FORMAT, IndexEntry, IndexRecord, InstancesRecord, KeyRecord, VersionRecord};
+use crate::records::{self, FORMAT, IndexEntry, IndexRecord, Inline, InstancesRecord, KeyRecord, VersionRecord};
 use crate::{registry, tls, validate};
 
 /// Path of the merged Docker config among the mounts (a key cannot start
@@ -110,18 +120,27 @@ impl<V: Vault> Secrets<V> {
         Ok(())
     }
 
-    /// The values of `versions` (key, version), in one batched read; a
-    /// missing one is corrupt (a record points at it).
-    fn values(&self, instance_id: &str, versions: &[(&str, u32)]) -> Result<Vec<Vec<u8>>, Error> {
-        let keys: Vec<String> = versions.iter().map(|(key, v)| layout::value(instance_id, key, *v)).collect();
-        let found = self.vault.retrieve_many(&keys)?;
-        versions
+    /// The current values of index entries: inline where the index carries
+    /// them, the others in one batched read; a missing one is corrupt (the
+    /// index points at it).
+    fn values(&self, instance_id: &str, entries: &[(&String, &IndexEntry)]) -> Result<Vec<Vec<u8>>, Error> {
+        let inline: Vec<Option<&[u8]>> =
+            entries.iter().map(|(_, e)| Inline::of(&e.value, e.current.version)).collect();
+        let keys: Vec<String> = entries
             .iter()
-            .zip(found)
-            .map(|((key, version), value)| {
-                value.ok_or_else(|| {
-                    Error::corrupt(format!("value of version {version} of {key:?} is missing from the vault"))
-                })
+            .zip(&inline)
+            .filter(|(_, inline)| inline.is_none())
+            .map(|((key, e), _)| layout::value(instance_id, key, e.current.version))
+            .collect();
+        let mut found = if keys.is_empty() { Vec::new() } else { self.vault.retrieve_many(&keys)? }.into_iter();
+        entries
+            .iter()
+            .zip(inline)
+            .map(|((key, e), inline)| match inline {
+                Some(value) => Ok(value.to_vec()),
+                None => found.next().flatten().ok_or_else(|| {
+                    Error::corrupt(format!("value of version {} of {key:?} is missing from the vault", e.current.version))
+                }),
             })
             .collect()
     }
@@ -239,10 +258,13 @@ impl<V: Vault> Secrets<V> {
         // Before the index is written without their entries.
         self.delete_leftovers(id, &gone)?;
         self.vault.store(&layout::value(id, key, version), &req.value)?;
-        let record = record.get_or_insert_with(|| KeyRecord { format: FORMAT, kind: req.kind, versions: vec![] });
+        let record =
+            record.get_or_insert_with(|| KeyRecord { format: FORMAT, kind: req.kind, versions: vec![], value: None });
         let pruned = record.push(next.clone(), self.limits.max_versions_per_key);
+        let inline = Inline { version, value: req.value.clone() };
+        record.value = Some(inline.clone());
         self.vault.store(&layout::meta(id, key), &records::encode(record))?;
-        index.keys.insert(key.to_owned(), IndexEntry::new(req.kind, next.clone()));
+        index.keys.insert(key.to_owned(), IndexEntry { value: Some(inline), ..IndexEntry::new(req.kind, next.clone()) });
         self.vault.store(&layout::index(id), &records::encode(&index))?;
         for old in pruned {
             self.vault.delete(&layout::value(id, key, old))?;
@@ -250,14 +272,18 @@ impl<V: Vault> Secrets<V> {
         Ok(records::meta(id, key, req.kind, &next))
     }
 
-    /// The current version with its value.
+    /// The current version with its value: one read when the key record
+    /// carries the value.
     pub fn get(&self, instance_id: &str, key: &str) -> Result<Secret, Error> {
         let record = self.existing(instance_id, key)?;
         let current = record.current()?;
         if !current.readable() {
             return Err(Error::NotFound);
         }
-        let value = self.value(instance_id, key, current.version)?;
+        let value = match Inline::of(&record.value, current.version) {
+            Some(value) => value.to_vec(),
+            None => self.value(instance_id, key, current.version)?,
+        };
         Ok(Secret { meta: records::meta(instance_id, key, record.kind, current), value })
     }
 
@@ -286,16 +312,11 @@ impl<V: Vault> Secrets<V> {
     pub fn inject(&self, instance_id: &str) -> Result<Vec<(String, String)>, Error> {
         validate::instance_id(instance_id)?;
         let index = self.live_index(instance_id)?;
-        let env: Vec<(&str, u32)> = index
-            .keys
-            .iter()
-            .filter(|(_, e)| e.kind == SecretType::Env && e.current.readable())
-            .map(|(key, e)| (key.as_str(), e.current.version))
-            .collect();
+        let env: Vec<(&String, &IndexEntry)> =
+            index.keys.iter().filter(|(_, e)| e.kind == SecretType::Env && e.current.readable()).collect();
         let values = self.values(instance_id, &env)?;
         let mut out = Vec::with_capacity(env.len());
         for ((key, _), value) in env.into_iter().zip(values) {
-            let key = key.to_owned();
             let text = String::from_utf8(value)
                 .map_err(|_| Error::corrupt(format!("stored env value of {key:?} is not UTF-8")))?;
             out.push((key.clone(), text));
@@ -309,9 +330,9 @@ impl<V: Vault> Secrets<V> {
         let index = self.live_index(instance_id)?;
         let mut out = Vec::new();
         let mut docker_configs = Vec::new();
-        let files: Vec<(&String, &IndexEntry)> = index.keys.iter().filter(|(_, e)| e.kind != SecretType::Env && e.current.readable()).collect();
-        let versions: Vec<(&str, u32)> = files.iter().map(|(key, e)| (key.as_str(), e.current.version)).collect();
-        let values = self.values(instance_id, &versions)?;
+        let files: Vec<(&String, &IndexEntry)> =
+            index.keys.iter().filter(|(_, e)| e.kind != SecretType::Env && e.current.readable()).collect();
+        let values = self.values(instance_id, &files)?;
         for ((key, entry), value) in files.into_iter().zip(values) {
             match entry.kind {
                 SecretType::Env => {}
@@ -352,7 +373,9 @@ impl<V: Vault> Secrets<V> {
                 (None, Some(entry)) => entry.current.clone(),
                 (None, None) => VersionRecord::new(0, 0, 0, None),
             };
-            let mark = IndexEntry { kind: record.kind, current, deleting: Some(versions.clone()) };
+            // The mark drops the inline value: its last copy goes with the
+            // values, not with the entry.
+            let mark = IndexEntry { kind: record.kind, current, deleting: Some(versions.clone()), value: None };
             index.keys.insert(key.to_owned(), mark);
             self.vault.store(&layout::index(instance_id), &records::encode(&index))?;
             // The commit point.
@@ -420,11 +443,19 @@ impl<V: Vault> Secrets<V> {
         if changed.is_empty() {
             return Ok(changed);
         }
+        // A destroyed value leaves no copy behind (a soft-deleted one keeps
+        // its inline copy, as it keeps its entry, for `undelete`).
+        if record.current()?.destroyed {
+            record.value = None;
+        }
         self.vault.store(&layout::meta(instance_id, key), &records::encode(&record))?;
         if changed.contains(&current)
             && let Some(entry) = index.keys.get_mut(key)
         {
             entry.current = record.current()?.clone();
+            if entry.current.destroyed {
+                entry.value = None;
+            }
             self.vault.store(&layout::index(instance_id), &records::encode(&index))?;
         }
         Ok(changed)

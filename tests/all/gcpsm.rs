@@ -241,7 +241,7 @@ fn store_urls_parse_and_refuse_credentials() {
 }
 
 /// (set of a new key, set of an existing key, get, list, inject with one env key)
-const EXPECTED: (u64, u64, u64, u64, u64) = (14, 12, 2, 1, 2);
+const EXPECTED: (u64, u64, u64, u64, u64) = (14, 12, 1, 1, 1);
 
 /// The requests of each call, as the README's table says.
 #[test]

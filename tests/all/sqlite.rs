@@ -50,6 +50,11 @@ fn value_key(tenant: &str, instance: &str, key: &str, version: u32) -> String {
     format!("{}v/{version}", key_prefix(tenant, instance, key))
 }
 
+/// The key record, which carries the current value (what `get` reads).
+fn record_key(tenant: &str, instance: &str, key: &str) -> String {
+    format!("{}meta", key_prefix(tenant, instance, key))
+}
+
 /// `(key, generation)` of every row, straight from the file.
 fn rows(db: &Path) -> Vec<(String, u32)> {
     let conn = Connection::open(db).unwrap();
@@ -107,9 +112,9 @@ fn swapped_ciphertexts_are_rejected_never_misread() {
     let scope = Scope::tenant(&tenant).unwrap();
     set(&s, &scope, "A", "alpha-value");
     set(&s, &scope, "B", "bravo-value");
-    let (ka, kb) = (value_key(&tenant, "web", "A", 1), value_key(&tenant, "web", "B", 1));
+    assert_eq!(retrieve(&backend, &value_key(&tenant, "web", "A", 1)).unwrap().as_deref(), Some(&b"alpha-value"[..]));
+    let (ka, kb) = (record_key(&tenant, "web", "A"), record_key(&tenant, "web", "B"));
     let (va, vb) = (raw_value(&db, &ka), raw_value(&db, &kb));
-    assert_eq!(retrieve(&backend, &ka).unwrap().as_deref(), Some(&b"alpha-value"[..]));
 
     set_raw_value(&db, &ka, &vb);
     set_raw_value(&db, &kb, &va);
@@ -141,7 +146,7 @@ fn flipped_bits_and_forged_generations_are_rejected() {
     let tenant = unique("flip");
     let scope = Scope::tenant(&tenant).unwrap();
     set(&s, &scope, "K", "kilo-value");
-    let k = value_key(&tenant, "web", "K", 1);
+    let k = record_key(&tenant, "web", "K");
     let good = raw_value(&db, &k);
     // Format byte, generation, nonce, ciphertext, tag.
     for i in [0, 4, 12, 30, good.len() / 2 + 15, good.len() - 1] {

@@ -74,9 +74,10 @@
 //!
 //! # Requests and cost
 //!
-//! `get` is 2 requests (`GetSecretValue` of the key record, then of the
-//! value), `list` 1, `inject` 1 plus one per env key, read concurrently (8
-//! at a time). A `set` of an existing key: lock (1), reads of key record
+//! `get` is 1 request (`GetSecretValue` of the key record, which carries
+//! the current value; one more for a value too large for it), `list` 1,
+//! `inject` 1 (the index carries the current values; one more per value
+//! it could not carry, read concurrently, 8 at a time). A `set` of an existing key: lock (1), reads of key record
 //! and index (2, together), value (1: `CreateSecret` with the value), key
 //! record (1), index (1), release (1): 7. Every request carries a
 //! `ClientRequestToken` where the API takes one, so a throttled request

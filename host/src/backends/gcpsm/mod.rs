@@ -62,9 +62,11 @@
 //!
 //! # Requests and cost
 //!
-//! `get` of a key is 2 requests (`versions/latest:access` of the key
-//! record, then of the value), `list` 1 (the index), `inject` 1 plus one
-//! per env key, read concurrently (8 at a time). A `set` of an existing
+//! `get` of a key is 1 request (`versions/latest:access` of the key
+//! record, which carries the current value; one more for a value too
+//! large for it), `list` 1 (the index), `inject` 1 (the index carries the
+//! current values; one more per value it could not carry, read
+//! concurrently, 8 at a time). A `set` of an existing
 //! key: lock (2: create the secret, add its version), reads of key record
 //! and index (2, together), then value (2: create, add a version), key
 //! record (2: add a version, destroy the previous one), index (2), release

@@ -172,9 +172,11 @@
 //!   `set` of a new key sends nine (`max_versions` of two new entries,
 //!   together); a `delete` of a key with N versions seven plus N; a
 //!   `rotate` of a key with N versions nine plus 3N (read, `max_versions`,
-//!   rewrite per entry, the entries 8 at a time); `get` two, `versions`
-//!   and `list` one, `inject` and `mounts` one plus one per value read,
-//!   the values read concurrently when the secrets logic batches them.
+//!   rewrite per entry, the entries 8 at a time); `get`, `versions`
+//!   and `list` one, `inject` and `mounts` one (the key record carries
+//!   its current value, the index every current value, as long as they
+//!   fit in 32 KiB), plus one per value they could not carry, read
+//!   concurrently.
 //!   `requests_per_call_are_pinned` in `tests/all/openbao.rs` pins these
 //!   counts, and [`OpenBaoBackend::requests`] counts them at run time.
 //! - Plain stores are written without check-and-set, so a mount configured
