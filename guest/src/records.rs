@@ -184,8 +184,14 @@ pub fn meta(instance_id: &str, key: &str, kind: SecretType, v: &VersionRecord) -
 /// same in formats 2 and 3), its inline values (format 3), and its format-1
 /// (JSON) form through serde.
 pub trait Record: Sized + serde::de::DeserializeOwned {
-    type Wire: Serialize + serde::de::DeserializeOwned;
-    fn to_wire(&self) -> Self::Wire;
+    /// The body as read.
+    type Wire: serde::de::DeserializeOwned;
+    /// The body as written: the same bytes as [`Record::Wire`], borrowing
+    /// from the record instead of copying it.
+    type WireOut<'a>: Serialize
+    where
+        Self: 'a;
+    fn to_wire(&self) -> Self::WireOut<'_>;
     fn from_wire(wire: Self::Wire) -> Result<Self, &'static str>;
     /// The inline values that may be written, by position, in the order
     /// they are offered room.
@@ -329,6 +335,7 @@ pub struct WireKey {
 
 impl Record for KeyRecord {
     type Wire = WireKey;
+    type WireOut<'a> = WireKey;
     fn to_wire(&self) -> WireKey {
         WireKey { kind: kind_code(self.kind), versions: self.versions.iter().map(WireVersion::from).collect() }
     }
@@ -355,7 +362,7 @@ impl Record for KeyRecord {
 }
 
 /// An index entry in formats 2 and 3.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 pub struct WireEntry {
     key: String,
     kind: u8,
@@ -363,35 +370,58 @@ pub struct WireEntry {
     deleting: Option<Vec<u32>>,
 }
 
+/// [`WireEntry`] as written, borrowed from the index.
+#[derive(Serialize)]
+pub struct WireEntryOut<'a> {
+    key: &'a str,
+    kind: u8,
+    current: WireVersion,
+    deleting: Option<&'a [u32]>,
+}
+
 /// An index's body in formats 2 and 3: its entries in key order.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 pub struct WireIndex {
     keys: Vec<WireEntry>,
 }
 
+/// [`WireIndex`] as written.
+#[derive(Serialize)]
+pub struct WireIndexOut<'a> {
+    keys: Vec<WireEntryOut<'a>>,
+}
+
 impl Record for IndexRecord {
     type Wire = WireIndex;
-    fn to_wire(&self) -> WireIndex {
+    type WireOut<'a> = WireIndexOut<'a>;
+    fn to_wire(&self) -> WireIndexOut<'_> {
         let keys = self
             .keys
             .iter()
-            .map(|(key, e)| WireEntry {
-                key: key.clone(),
+            .map(|(key, e)| WireEntryOut {
+                key,
                 kind: kind_code(e.kind),
                 current: (&e.current).into(),
-                deleting: e.deleting.clone(),
+                deleting: e.deleting.as_deref(),
             })
             .collect();
-        WireIndex { keys }
+        WireIndexOut { keys }
     }
     fn from_wire(w: WireIndex) -> Result<Self, &'static str> {
-        let mut keys = BTreeMap::new();
-        for e in w.keys {
-            let entry = IndexEntry { kind: kind_of(e.kind)?, current: e.current.into(), deleting: e.deleting, value: None };
-            if keys.insert(e.key, entry).is_some() {
-                return Err("a key twice in the index");
-            }
+        // Written in key order: checking that order (which also refuses a
+        // key twice) lets the map be built in one pass, without a search
+        // per entry.
+        if w.keys.windows(2).any(|pair| pair[0].key >= pair[1].key) {
+            return Err("index entries out of order, or a key twice in the index");
         }
+        let keys = w
+            .keys
+            .into_iter()
+            .map(|e| {
+                let entry = IndexEntry { kind: kind_of(e.kind)?, current: e.current.into(), deleting: e.deleting, value: None };
+                Ok((e.key, entry))
+            })
+            .collect::<Result<BTreeMap<_, _>, &'static str>>()?;
         Ok(IndexRecord { format: FORMAT, keys })
     }
     fn inline_values(&self) -> Vec<(u32, &Inline)> {
@@ -410,15 +440,22 @@ impl Record for IndexRecord {
 }
 
 /// The tenant's instances in formats 2 and 3.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 pub struct WireInstances {
     instances: Vec<String>,
 }
 
+/// [`WireInstances`] as written.
+#[derive(Serialize)]
+pub struct WireInstancesOut<'a> {
+    instances: Vec<&'a str>,
+}
+
 impl Record for InstancesRecord {
     type Wire = WireInstances;
-    fn to_wire(&self) -> WireInstances {
-        WireInstances { instances: self.instances.iter().cloned().collect() }
+    type WireOut<'a> = WireInstancesOut<'a>;
+    fn to_wire(&self) -> WireInstancesOut<'_> {
+        WireInstancesOut { instances: self.instances.iter().map(String::as_str).collect() }
     }
     fn from_wire(w: WireInstances) -> Result<Self, &'static str> {
         let n = w.instances.len();

@@ -114,7 +114,7 @@ proptest! {
     }
 
     #[test]
-    fn format_2_records_mutated_decode_or_fail_as_corrupt(
+    fn records_mutated_decode_or_fail_as_corrupt(
         bytes in mutated(records::encode(&IndexRecord {
             format: records::FORMAT,
             keys: [
