@@ -33,7 +33,7 @@ use crate::model::{Error, SecretMeta, SecretType};
 /// The format records are written in.
 pub const FORMAT: u32 = 3;
 /// The first byte of a format-3 record (a JSON record starts with `{`).
-const BINARY_TAG: u8 = 3;
+pub(crate) const BINARY_TAG: u8 = 3;
 /// The first byte of a format-2 record: format 3 without inline values.
 const BINARY_TAG_2: u8 = 2;
 /// Largest record that carries inline values: half of what a cloud store
@@ -206,11 +206,11 @@ pub trait Record: Sized + serde::de::DeserializeOwned {
 
 /// An inline value as written (borrowed).
 #[derive(Serialize)]
-struct WireInlineOut<'a> {
-    position: u32,
-    version: u32,
+pub(crate) struct WireInlineOut<'a> {
+    pub(crate) position: u32,
+    pub(crate) version: u32,
     #[serde(with = "serde_bytes")]
-    value: &'a [u8],
+    pub(crate) value: &'a [u8],
 }
 
 /// An inline value as read.
@@ -224,7 +224,7 @@ struct WireInlineIn {
 
 /// Bytes an inline value may take beyond its own: its position, version
 /// and length as varints.
-const INLINE_OVERHEAD: usize = 15;
+pub(crate) const INLINE_OVERHEAD: usize = 15;
 
 /// The record in format 3.
 pub fn encode<T: Record>(record: &T) -> Vec<u8> {
@@ -270,7 +270,7 @@ pub fn decode<T: Record>(what: &str, bytes: &[u8]) -> Result<T, Error> {
     Ok(record)
 }
 
-fn kind_code(kind: SecretType) -> u8 {
+pub(crate) fn kind_code(kind: SecretType) -> u8 {
     match kind {
         SecretType::Env => 0,
         SecretType::File => 1,
@@ -373,10 +373,10 @@ pub struct WireEntry {
 /// [`WireEntry`] as written, borrowed from the index.
 #[derive(Serialize)]
 pub struct WireEntryOut<'a> {
-    key: &'a str,
-    kind: u8,
-    current: WireVersion,
-    deleting: Option<&'a [u32]>,
+    pub(crate) key: &'a str,
+    pub(crate) kind: u8,
+    pub(crate) current: WireVersion,
+    pub(crate) deleting: Option<&'a [u32]>,
 }
 
 /// An index's body in formats 2 and 3: its entries in key order.

@@ -54,7 +54,11 @@ use crate::layout;
 use crate::limits::Limits;
 use crate::model::{Error, Mount, Secret, SecretMeta, SecretType, SetRequest, Vault};
 use crate::records::{self, FORMAT, IndexEntry, IndexRecord, Inline, InstancesRecord, KeyRecord, VersionRecord};
-use crate::{registry, tls, validate};
+use crate::{index_splice, registry, tls, validate};
+
+/// An index as the vault holds it (absent when the instance has no keys),
+/// for `set` to splice.
+type StoredIndex = Option<Vec<u8>>;
 
 /// Path of the merged Docker config among the mounts (a key cannot start
 /// with '.', so no key's mount can collide with it).
@@ -93,13 +97,13 @@ impl<V: Vault> Secrets<V> {
         Ok((decode_record(record)?, decode_index(index)?))
     }
 
-    /// The key record, the index and the tenant's instances, in one
-    /// batched read.
-    fn record_index_instances(
+    /// The key record, the index as stored (see [`StoredIndex`]) and the
+    /// tenant's instances, in one batched read.
+    fn record_stored_index_instances(
         &self,
         instance_id: &str,
         key: &str,
-    ) -> Result<(Option<KeyRecord>, IndexRecord, InstancesRecord), Error> {
+    ) -> Result<(Option<KeyRecord>, StoredIndex, InstancesRecord), Error> {
         let mut read = self.vault.retrieve_many(&[
             layout::meta(instance_id, key),
             layout::index(instance_id),
@@ -108,7 +112,18 @@ impl<V: Vault> Secrets<V> {
         let instances = decode_instances(read.pop().flatten())?;
         let index = read.pop().flatten();
         let record = read.pop().flatten();
-        Ok((decode_record(record)?, decode_index(index)?, instances))
+        Ok((decode_record(record)?, index, instances))
+    }
+
+    /// The key record, the index and the tenant's instances, in one
+    /// batched read.
+    fn record_index_instances(
+        &self,
+        instance_id: &str,
+        key: &str,
+    ) -> Result<(Option<KeyRecord>, IndexRecord, InstancesRecord), Error> {
+        let (record, index, instances) = self.record_stored_index_instances(instance_id, key)?;
+        Ok((record, decode_index(index)?, instances))
     }
 
     fn store_instances(&self, instances: &InstancesRecord) -> Result<(), Error> {
@@ -216,7 +231,7 @@ impl<V: Vault> Secrets<V> {
         let facts = validate::secret(req.kind, &req.key, &req.value, &self.limits)?;
         let (id, key) = (req.instance_id.as_str(), req.key.as_str());
 
-        let (mut record, mut index, mut instances) = self.record_index_instances(id, key)?;
+        let (mut record, stored_index, mut instances) = self.record_stored_index_instances(id, key)?;
         let current = match &record {
             Some(r) => r.current()?.version,
             None => 0,
@@ -236,18 +251,31 @@ impl<V: Vault> Secrets<V> {
                 r.kind, req.kind
             )));
         }
-        let gone = self.settle(id, &mut index)?;
-        if record.is_none() && index.keys.len() >= self.limits.max_keys_per_instance as usize {
-            return Err(Error::LimitExceeded(format!(
-                "instance {id:?} holds {} keys; max-keys-per-instance is {}",
-                index.keys.len(),
-                self.limits.max_keys_per_instance
-            )));
-        }
         let version = current
             .checked_add(1)
             .ok_or_else(|| Error::LimitExceeded(format!("key {key:?} has used every version number")))?;
         let next = VersionRecord::new(version, (self.clock)(), req.value.len() as u32, facts.not_after);
+        let inline = Inline { version, value: req.value.clone() };
+        let entry = IndexEntry { value: Some(inline.clone()), ..IndexEntry::new(req.kind, next.clone()) };
+        // The new index: spliced from the stored one when it can be (see
+        // `index_splice`), else decoded, settled and encoded.
+        let (new_index, keys_before, gone) =
+            match stored_index.as_deref().and_then(|bytes| index_splice::upsert(bytes, key, &entry)) {
+                Some(up) => (up.bytes, up.keys_before, Vec::new()),
+                None => {
+                    let mut index = decode_index(stored_index)?;
+                    let gone = self.settle(id, &mut index)?;
+                    let keys_before = index.keys.len();
+                    index.keys.insert(key.to_owned(), entry);
+                    (records::encode(&index), keys_before, gone)
+                }
+            };
+        if record.is_none() && keys_before >= self.limits.max_keys_per_instance as usize {
+            return Err(Error::LimitExceeded(format!(
+                "instance {id:?} holds {keys_before} keys; max-keys-per-instance is {}",
+                self.limits.max_keys_per_instance
+            )));
+        }
 
         // Listed before it holds anything: never an instance with keys that
         // `instances` leaves out.
@@ -261,11 +289,9 @@ impl<V: Vault> Secrets<V> {
         let record =
             record.get_or_insert_with(|| KeyRecord { format: FORMAT, kind: req.kind, versions: vec![], value: None });
         let pruned = record.push(next.clone(), self.limits.max_versions_per_key);
-        let inline = Inline { version, value: req.value.clone() };
-        record.value = Some(inline.clone());
+        record.value = Some(inline);
         self.vault.store(&layout::meta(id, key), &records::encode(record))?;
-        index.keys.insert(key.to_owned(), IndexEntry { value: Some(inline), ..IndexEntry::new(req.kind, next.clone()) });
-        self.vault.store(&layout::index(id), &records::encode(&index))?;
+        self.vault.store(&layout::index(id), &new_index)?;
         for old in pruned {
             self.vault.delete(&layout::value(id, key, old))?;
         }

@@ -8,7 +8,8 @@
 //! `SECRETS_TEST_POSTGRES_URL` is set, OpenBao when `SECRETS_TEST_OPENBAO_URL`
 //! and `SECRETS_TEST_OPENBAO_TOKEN` are (`source .ci/postgres.sh &&
 //! start_postgres`, `source .ci/openbao.sh && start_openbao`).
-//! `BENCH_ITERATIONS` (default 300) sets the samples per row.
+//! `BENCH_ITERATIONS` (default 300) sets the samples per row;
+//! `BENCH_ONLY=tax,growth,stores` runs only those tables (default: all).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -310,8 +311,17 @@ type Store = (String, Arc<dyn Backend>, Option<Arc<PostgresBackend>>);
 fn main() {
     // `cargo bench` passes `--bench`: nothing to parse.
     let samples: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    sandbox_tax(samples);
-    growth(samples);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |table: &str| only.is_empty() || only.split(',').any(|t| t.trim() == table);
+    if wanted("tax") {
+        sandbox_tax(samples);
+    }
+    if wanted("growth") {
+        growth(samples);
+    }
+    if !wanted("stores") {
+        return;
+    }
     let sandbox = Arc::new(Sandbox::new().expect("the embedded component compiles"));
     let dir = tempfile::tempdir().unwrap();
     let mut stores: Vec<Store> = vec![
