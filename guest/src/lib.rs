@@ -13,7 +13,7 @@
 //! tenant it serves: the host prefixes every vault key with the tenant, so even
 //! a compromised component cannot name another tenant's data.
 
-pub mod index_splice;
+pub mod stored_index;
 pub mod layout;
 pub mod limits;
 pub mod model;

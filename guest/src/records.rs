@@ -279,7 +279,7 @@ pub(crate) fn kind_code(kind: SecretType) -> u8 {
     }
 }
 
-fn kind_of(code: u8) -> Result<SecretType, &'static str> {
+pub(crate) fn kind_of(code: u8) -> Result<SecretType, &'static str> {
     Ok(match code {
         0 => SecretType::Env,
         1 => SecretType::File,

@@ -54,7 +54,8 @@ use crate::layout;
 use crate::limits::Limits;
 use crate::model::{Error, Mount, Secret, SecretMeta, SecretType, SetRequest, Vault};
 use crate::records::{self, FORMAT, IndexEntry, IndexRecord, Inline, InstancesRecord, KeyRecord, VersionRecord};
-use crate::{index_splice, registry, tls, validate};
+use crate::stored_index::{self, IndexView};
+use crate::{registry, tls, validate};
 
 /// An index as the vault holds it (absent when the instance has no keys),
 /// for `set` to splice.
@@ -193,6 +194,49 @@ impl<V: Vault> Secrets<V> {
         Ok(index)
     }
 
+    /// (key, type, value) of the readable current versions of the keys
+    /// whose type `want` picks, in key order. Read in place from the
+    /// stored index when it can be (see `stored_index`), else from the
+    /// decoded index as readers see it; either way the values the index
+    /// does not carry come in one batched read.
+    fn current_values(
+        &self,
+        instance_id: &str,
+        want: impl Fn(SecretType) -> bool,
+    ) -> Result<Vec<(String, SecretType, Vec<u8>)>, Error> {
+        let stored = self.vault.retrieve(&layout::index(instance_id))?;
+        let Some(view) = stored.as_deref().and_then(IndexView::parse) else {
+            let mut index = decode_index(stored)?;
+            self.settle(instance_id, &mut index)?;
+            let picked: Vec<(&String, &IndexEntry)> =
+                index.keys.iter().filter(|(_, e)| want(e.kind) && e.current.readable()).collect();
+            let values = self.values(instance_id, &picked)?;
+            return Ok(picked.into_iter().zip(values).map(|((key, e), value)| (key.clone(), e.kind, value)).collect());
+        };
+        let mut picked = Vec::new();
+        let mut missing = Vec::new();
+        for (entry, value) in view.entries_with_values().filter(|(e, _)| e.readable && want(e.kind)) {
+            let key = std::str::from_utf8(entry.key).map_err(|_| Error::corrupt("an index key is not UTF-8"))?;
+            if value.is_none() {
+                missing.push(layout::value(instance_id, key, entry.version));
+            }
+            picked.push((key, entry.kind, entry.version, value));
+        }
+        let mut found = if missing.is_empty() { Vec::new() } else { self.vault.retrieve_many(&missing)? }.into_iter();
+        picked
+            .into_iter()
+            .map(|(key, kind, version, value)| {
+                let value = match value {
+                    Some(value) => value.to_vec(),
+                    None => found.next().flatten().ok_or_else(|| {
+                        Error::corrupt(format!("value of version {version} of {key:?} is missing from the vault"))
+                    })?,
+                };
+                Ok((key.to_owned(), kind, value))
+            })
+            .collect()
+    }
+
     /// Deletes the values that deletes cut short after their commit point
     /// left behind; the caller then writes the index without their entries.
     fn delete_leftovers(&self, instance_id: &str, gone: &[(String, Vec<u32>)]) -> Result<(), Error> {
@@ -258,9 +302,9 @@ impl<V: Vault> Secrets<V> {
         let inline = Inline { version, value: req.value.clone() };
         let entry = IndexEntry { value: Some(inline.clone()), ..IndexEntry::new(req.kind, next.clone()) };
         // The new index: spliced from the stored one when it can be (see
-        // `index_splice`), else decoded, settled and encoded.
+        // `stored_index`), else decoded, settled and encoded.
         let (new_index, keys_before, gone) =
-            match stored_index.as_deref().and_then(|bytes| index_splice::upsert(bytes, key, &entry)) {
+            match stored_index.as_deref().and_then(|bytes| stored_index::upsert(bytes, key, &entry)) {
                 Some(up) => (up.bytes, up.keys_before, Vec::new()),
                 None => {
                     let mut index = decode_index(stored_index)?;
@@ -337,30 +381,22 @@ impl<V: Vault> Secrets<V> {
     /// Name/value pairs of the env secrets, current versions, sorted by name.
     pub fn inject(&self, instance_id: &str) -> Result<Vec<(String, String)>, Error> {
         validate::instance_id(instance_id)?;
-        let index = self.live_index(instance_id)?;
-        let env: Vec<(&String, &IndexEntry)> =
-            index.keys.iter().filter(|(_, e)| e.kind == SecretType::Env && e.current.readable()).collect();
-        let values = self.values(instance_id, &env)?;
-        let mut out = Vec::with_capacity(env.len());
-        for ((key, _), value) in env.into_iter().zip(values) {
-            let text = String::from_utf8(value)
-                .map_err(|_| Error::corrupt(format!("stored env value of {key:?} is not UTF-8")))?;
-            out.push((key.clone(), text));
-        }
-        Ok(out)
+        self.current_values(instance_id, |kind| kind == SecretType::Env)?
+            .into_iter()
+            .map(|(key, _, value)| match String::from_utf8(value) {
+                Ok(text) => Ok((key, text)),
+                Err(_) => Err(Error::corrupt(format!("stored env value of {key:?} is not UTF-8"))),
+            })
+            .collect()
     }
 
     /// The files of the file, tls and registry secrets, sorted by path.
     pub fn mounts(&self, instance_id: &str) -> Result<Vec<Mount>, Error> {
         validate::instance_id(instance_id)?;
-        let index = self.live_index(instance_id)?;
         let mut out = Vec::new();
         let mut docker_configs = Vec::new();
-        let files: Vec<(&String, &IndexEntry)> =
-            index.keys.iter().filter(|(_, e)| e.kind != SecretType::Env && e.current.readable()).collect();
-        let values = self.values(instance_id, &files)?;
-        for ((key, entry), value) in files.into_iter().zip(values) {
-            match entry.kind {
+        for (key, kind, value) in self.current_values(instance_id, |kind| kind != SecretType::Env)? {
+            match kind {
                 SecretType::Env => {}
                 SecretType::File => out.push(Mount { path: key.clone(), mode: MODE_PRIVATE, contents: value }),
                 SecretType::Tls => {

@@ -1,0 +1,352 @@
+//! The instance index as stored: read and changed without decoding it.
+//!
+//! Decoding an index builds a map with an allocation or two per entry, in
+//! proportion to the instance's keys (about 170 ns per entry natively,
+//! several times that in the sandbox), and encoding it again as much. The
+//! hot calls need far less: `inject` and `mounts` want the current values,
+//! `set` changes one entry. [`IndexView`] walks the stored bytes without
+//! allocating per entry, and [`upsert`] copies them around the one entry
+//! it replaces or inserts. The upsert's output is exactly the bytes that
+//! decoding, inserting and [`records::encode`] give, and a view lists
+//! exactly what decoding would (property tests check both, inline values
+//! and their ceiling included).
+//!
+//! Both decline, returning `None`, whenever they cannot be sure of that: a
+//! record in an older format, bytes they cannot parse, or an index with
+//! entries a delete marked (settling those needs the decoded index). The
+//! caller then takes the full path, which also reports corrupt records.
+//! They read and write postcard's encoding themselves (varints,
+//! length-prefixed bytes, `0`/`1` tags): that is what made them cheap.
+
+use crate::model::SecretType;
+use crate::records::{self, BINARY_TAG, INLINE_CEILING, INLINE_OVERHEAD, IndexEntry, WireEntryOut};
+
+/// A reader of postcard's encoding, just enough to walk index entries: a
+/// serde pass per entry cost more than the rest of a set together.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline(always)]
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    /// An unsigned varint (LEB128, at most 10 bytes), as postcard writes
+    /// lengths and integers.
+    #[inline(always)]
+    fn varint(&mut self) -> Option<u64> {
+        let first = self.byte()?;
+        if first < 0x80 {
+            return Some(u64::from(first));
+        }
+        self.at -= 1;
+        self.long_varint()
+    }
+
+    fn long_varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    /// Steps over a varint without decoding it.
+    #[inline(always)]
+    fn skip_varint(&mut self) -> Option<()> {
+        let rest = self.bytes.get(self.at..)?;
+        let len = rest.iter().take(10).position(|b| b & 0x80 == 0)?;
+        self.at += len + 1;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: u64) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(usize::try_from(n).ok()?)?;
+        let taken = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(taken)
+    }
+
+    /// An `Option` or `bool` tag.
+    #[inline(always)]
+    fn flag(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+}
+
+#[inline(always)]
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// One entry of a stored index, borrowed from it.
+pub struct EntryView<'a> {
+    pub key: &'a [u8],
+    pub kind: SecretType,
+    /// The current version.
+    pub version: u32,
+    /// Whether the current version may be read (neither deleted nor
+    /// destroyed).
+    pub readable: bool,
+    /// Where the entry's bytes start and end in the body.
+    span: (usize, usize),
+}
+
+/// A format-3 index without delete marks, read in place.
+pub struct IndexView<'a> {
+    body: &'a [u8],
+    /// Where the entries start and end in the body.
+    entries: (usize, usize),
+    pub keys: Vec<EntryView<'a>>,
+    /// The inline values: (position, version, value), by position.
+    pub inline: Vec<(u32, u32, &'a [u8])>,
+}
+
+impl<'a> IndexView<'a> {
+    /// The view of `index`, or `None` when the full path must read it.
+    pub fn parse(index: &'a [u8]) -> Option<IndexView<'a>> {
+        let (&BINARY_TAG, body) = index.split_first()? else { return None };
+        let mut cursor = Cursor { bytes: body, at: 0 };
+        let count = u32::try_from(cursor.varint()?).ok()?;
+        let entries_start = cursor.at;
+        let mut keys = Vec::with_capacity((count as usize).min(body.len()));
+        for _ in 0..count {
+            let start = cursor.at;
+            let len = cursor.varint()?;
+            let key = cursor.take(len)?;
+            let kind = records::kind_of(cursor.byte()?).ok()?;
+            let version = u32::try_from(cursor.varint()?).ok()?;
+            cursor.skip_varint()?; // created_at
+            cursor.skip_varint()?; // size
+            if cursor.flag()? {
+                cursor.skip_varint()?; // not_after
+            }
+            let deleted = cursor.flag()?;
+            if deleted {
+                cursor.skip_varint()?; // deleted_at
+            }
+            let destroyed = cursor.flag()?;
+            if cursor.flag()? {
+                return None; // marked by a delete
+            }
+            if keys.last().is_some_and(|last: &EntryView| last.key >= key) {
+                return None; // out of order: the full path reports it
+            }
+            keys.push(EntryView { key, kind, version, readable: !deleted && !destroyed, span: (start, cursor.at) });
+        }
+        let entries_end = cursor.at;
+        let n = cursor.varint()?;
+        let mut inline: Vec<(u32, u32, &[u8])> = Vec::with_capacity(usize::try_from(n).ok()?.min(keys.len()));
+        for _ in 0..n {
+            let position = u32::try_from(cursor.varint()?).ok()?;
+            let version = u32::try_from(cursor.varint()?).ok()?;
+            let len = cursor.varint()?;
+            let value = cursor.take(len)?;
+            if position >= count || inline.last().is_some_and(|(last, _, _)| *last >= position) {
+                return None;
+            }
+            inline.push((position, version, value));
+        }
+        if cursor.at != body.len() {
+            return None;
+        }
+        Some(IndexView { body, entries: (entries_start, entries_end), keys, inline })
+    }
+
+    /// Each entry with its current value when the index carries it.
+    pub fn entries_with_values(&self) -> impl Iterator<Item = (&EntryView<'a>, Option<&'a [u8]>)> + '_ {
+        let mut inline = self.inline.iter().peekable();
+        self.keys.iter().enumerate().map(move |(position, entry)| {
+            while inline.next_if(|(p, _, _)| (*p as usize) < position).is_some() {}
+            let value = inline
+                .next_if(|(p, _, _)| *p as usize == position)
+                .filter(|(_, version, _)| *version == entry.version)
+                .map(|(_, _, value)| *value);
+            (entry, value)
+        })
+    }
+}
+
+/// The index after [`upsert`].
+pub struct Upserted {
+    /// The new record, in format 3.
+    pub bytes: Vec<u8>,
+    /// Keys in the index before the change.
+    pub keys_before: usize,
+}
+
+/// The format-3 index `index` with `key`'s entry set to `entry` (inserted
+/// in key order, or replacing the old one), or `None` when the full path
+/// must do it (see the module documentation).
+pub fn upsert(index: &[u8], key: &str, entry: &IndexEntry) -> Option<Upserted> {
+    if entry.deleting.is_some() {
+        return None;
+    }
+    let view = IndexView::parse(index)?;
+    let count = view.keys.len() as u32;
+    let found = view.keys.binary_search_by(|e| e.key.cmp(key.as_bytes()));
+    let (position, exists) = match found {
+        Ok(p) => (p as u32, true),
+        Err(p) => (p as u32, false),
+    };
+    let (entries_start, entries_end) = view.entries;
+    let (start, end) = match found {
+        Ok(p) => view.keys[p].span,
+        Err(p) => view.keys.get(p).map_or((entries_end, entries_end), |e| (e.span.0, e.span.0)),
+    };
+    let (body, inline) = (view.body, &view.inline);
+
+    let mut out = Vec::with_capacity(index.len() + key.len() + 64 + entry.value.as_ref().map_or(0, |v| v.value.len()));
+    out.push(BINARY_TAG);
+    put_varint(&mut out, u64::from(count + u32::from(!exists)));
+    out.extend_from_slice(&body[entries_start..start]);
+    let wire = WireEntryOut { key, kind: records::kind_code(entry.kind), current: (&entry.current).into(), deleting: None };
+    let mut out = postcard::to_extend(&wire, out).ok()?;
+    out.extend_from_slice(&body[end..entries_end]);
+
+    // The inline values in position order: the stored ones (shifted past
+    // an inserted entry, the replaced entry's dropped), the new one at its
+    // place; then the same first-come room rule as `records::encode`.
+    let new = entry.value.as_ref().map(|v| (position, v.version, v.value.as_slice()));
+    let split = inline.partition_point(|(p, _, _)| *p < position);
+    let after = inline[split..].iter().filter(|(p, _, _)| !(exists && *p == position));
+    let shift = u32::from(!exists);
+    let candidates = inline[..split].iter().copied().chain(new).chain(after.map(|(p, v, value)| (p + shift, *v, *value)));
+    let mut room = INLINE_CEILING.saturating_sub(out.len() + 5);
+    let mut chosen = Vec::new();
+    for (position, version, value) in candidates {
+        let size = value.len() + INLINE_OVERHEAD;
+        if size <= room {
+            room -= size;
+            chosen.push((position, version, value));
+        }
+    }
+    put_varint(&mut out, chosen.len() as u64);
+    for (position, version, value) in chosen {
+        put_varint(&mut out, u64::from(position));
+        put_varint(&mut out, u64::from(version));
+        put_varint(&mut out, value.len() as u64);
+        out.extend_from_slice(value);
+    }
+    Some(Upserted { bytes: out, keys_before: count as usize })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::SecretType;
+    use crate::records::{FORMAT, IndexRecord, Inline, VersionRecord, decode, encode};
+
+    fn entry(version: u32, value: Option<usize>) -> IndexEntry {
+        IndexEntry {
+            value: value.map(|len| Inline { version, value: vec![b'v'; len] }),
+            ..IndexEntry::new(SecretType::Env, VersionRecord::new(version, 7, 3, None))
+        }
+    }
+
+    /// The full path: decode, insert, encode.
+    fn full(index: &[u8], key: &str, e: &IndexEntry) -> Vec<u8> {
+        let mut decoded: IndexRecord = decode("index", index).unwrap();
+        decoded.keys.insert(key.to_owned(), e.clone());
+        encode(&decoded)
+    }
+
+    proptest! {
+        #[test]
+        fn upsert_writes_what_the_full_path_writes(
+            entries in proptest::collection::btree_map("[a-e]{1,3}", (1u32..300, proptest::option::of(0usize..3000)), 0..40),
+            key in "[a-e]{1,3}",
+            version in 1u32..300,
+            len in proptest::option::of(0usize..6000),
+        ) {
+            let index = IndexRecord {
+                format: FORMAT,
+                keys: entries.iter().map(|(k, (v, len))| (k.clone(), entry(*v, *len))).collect(),
+            };
+            let bytes = encode(&index);
+            let e = entry(version, len);
+            let up = upsert(&bytes, &key, &e).expect("a format-3 index without marks");
+            prop_assert_eq!(up.keys_before, index.keys.len());
+            prop_assert_eq!(up.bytes, full(&bytes, &key, &e));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_view_reads_what_decoding_reads(
+            entries in proptest::collection::btree_map(
+                "[a-zé]{1,4}",
+                (0u8..4, 1u32..300, any::<bool>(), any::<bool>(), proptest::option::of((0u32..3, 0usize..2000))),
+                0..40,
+            ),
+        ) {
+            let kinds = [SecretType::Env, SecretType::File, SecretType::Registry, SecretType::Tls];
+            let index = IndexRecord {
+                format: FORMAT,
+                keys: entries
+                    .iter()
+                    .map(|(k, (kind, version, deleted, destroyed, value))| {
+                        let current = VersionRecord {
+                            deleted_at: deleted.then_some(5),
+                            destroyed: *destroyed,
+                            ..VersionRecord::new(*version, 9, 2, Some(-3))
+                        };
+                        // Some inline values are of another version: never used.
+                        let value = value.map(|(skew, len)| Inline { version: version + skew, value: vec![7; len] });
+                        (k.clone(), IndexEntry { value, ..IndexEntry::new(kinds[*kind as usize], current) })
+                    })
+                    .collect(),
+            };
+            let bytes = encode(&index);
+            let decoded: IndexRecord = decode("index", &bytes).unwrap();
+            let view = IndexView::parse(&bytes).expect("a format-3 index without marks");
+            let seen: Vec<_> = view
+                .entries_with_values()
+                .map(|(e, value)| (String::from_utf8(e.key.to_vec()).unwrap(), e.kind, e.version, e.readable, value.map(<[u8]>::to_vec)))
+                .collect();
+            let expected: Vec<_> = decoded
+                .keys
+                .iter()
+                .map(|(k, e)| (k.clone(), e.kind, e.current.version, e.current.readable(), Inline::of(&e.value, e.current.version).map(<[u8]>::to_vec)))
+                .collect();
+            prop_assert_eq!(seen, expected);
+        }
+    }
+
+    #[test]
+    fn it_declines_what_needs_the_full_path() {
+        let mut index = IndexRecord { format: FORMAT, ..Default::default() };
+        index.keys.insert("A".into(), entry(1, Some(3)));
+        let bytes = encode(&index);
+        assert!(upsert(&bytes, "B", &entry(1, Some(1))).is_some());
+        // Truncated, extended, or not format 3.
+        assert!(upsert(&bytes[..bytes.len() - 1], "B", &entry(1, None)).is_none());
+        assert!(upsert(&[&bytes[..], &[0]].concat(), "B", &entry(1, None)).is_none());
+        assert!(upsert(&[&[2], &bytes[1..]].concat(), "B", &entry(1, None)).is_none());
+        assert!(upsert(b"{}", "B", &entry(1, None)).is_none());
+        // An entry a delete marked.
+        index.keys.insert("M".into(), IndexEntry { deleting: Some(vec![1]), ..entry(1, None) });
+        assert!(upsert(&encode(&index), "B", &entry(1, None)).is_none());
+        assert!(IndexView::parse(&encode(&index)).is_none());
+    }
+}
