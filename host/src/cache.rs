@@ -8,8 +8,17 @@
 //! before wasmtime sees it, so a truncated or corrupt file is rebuilt, never
 //! run. A warm CLI start is mostly this load, so it is cheap: the file (~4
 //! MB) is memory-mapped, both to hash it and by wasmtime to run it (no copy,
-//! no heap pages), and BLAKE3 hashes several times faster than SHA-256. The
-//! digest guards against corruption, not against a writer: the private
+//! no heap pages), and BLAKE3 hashes several times faster than SHA-256.
+//! Hashing 4 MB still took a fifth of a warm `secrets get`, so once a file
+//! has passed the check the digest file also remembers what `stat` said of
+//! it (device, inode, size, modification and change times): while those
+//! are unchanged the file has not been written, truncated or replaced since
+//! it was checked, and the hash is skipped. A check is remembered only for
+//! a file unchanged for [`SETTLED`] (the kernel stamps changes with a
+//! coarse clock; a write right after a check could leave the same times).
+//! What that gives up: corruption no write caused (a failing disk under a
+//! file system without checksums) is caught only once the file changes.
+//! The digest guards against corruption, not against a writer: the private
 //! directory and file checks below are what keep others out (so the file
 //! being opened twice, to hash and to map, gives nobody else a window). Files are written to a
 //! temporary name and renamed into place, so concurrent starts never see a
@@ -31,6 +40,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -112,8 +122,17 @@ fn private_file(path: &Path) -> bool {
 
 /// The sandbox on an engine allocating as `allocation` says, from the
 /// cache in `dir` when valid, else compiled (and the cache written). Never fails because of the cache: at worst it compiles.
-#[allow(unsafe_code, reason = "loads machine code it checked (digest, private directory)")]
 pub fn load(dir: Option<&Path>, allocation: Allocation) -> Result<(Sandbox, CacheOutcome, Option<String>), Error> {
+    load_settled(dir, allocation, SETTLED)
+}
+
+/// [`load`], remembering checks of files unchanged for `settled`.
+#[allow(unsafe_code, reason = "loads machine code it checked (digest, private directory)")]
+fn load_settled(
+    dir: Option<&Path>,
+    allocation: Allocation,
+    settled: Duration,
+) -> Result<(Sandbox, CacheOutcome, Option<String>), Error> {
     let engine = SandboxEngine::with_allocation(allocation)?;
     let Some(dir) = dir else {
         return Ok((Sandbox::compile(engine)?, CacheOutcome::Uncached, Some("no cache directory".into())));
@@ -129,12 +148,11 @@ pub fn load(dir: Option<&Path>, allocation: Allocation) -> Result<(Sandbox, Cach
     let digest_path = digest_file(&path);
     if private_file(&path)
         && private_file(&digest_path)
-        && let Ok(expected) = fs::read(&digest_path)
-        && let Ok(actual) = blake3::Hasher::new().update_mmap(&path).map(|h| h.finalize())
-        && actual.as_bytes()[..] == expected[..]
+        && verified(&path, &digest_path, settled)
         // SAFETY: the file is exactly what `serialize` wrote for this
         // engine's compatibility hash and component (checked by the file
-        // name and the digest), in a directory only we can write.
+        // name and the digest, or unchanged since it was), in a directory
+        // only we can write.
         && let Ok(sandbox) = unsafe { Sandbox::deserialize_file(engine.clone(), &path) }
     {
         return Ok((sandbox, CacheOutcome::Hit, None));
@@ -149,6 +167,46 @@ pub fn load(dir: Option<&Path>, allocation: Allocation) -> Result<(Sandbox, Cach
         Ok(()) => Ok((sandbox, CacheOutcome::Compiled, None)),
         Err(e) => Ok((sandbox, CacheOutcome::Uncached, Some(format!("{}: {e}", path.display())))),
     }
+}
+
+/// How long a cache file must have stayed unchanged before a passed digest
+/// check is remembered.
+pub const SETTLED: Duration = Duration::from_secs(2);
+
+/// What `stat` says of a file that any write, truncation or replacement of
+/// it changes: device, inode, size, modification and change times.
+fn stamp(m: &fs::Metadata) -> Vec<u8> {
+    [m.dev() as i64, m.ino() as i64, m.size() as i64, m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+/// Whether the file last changed at least `settled` ago.
+fn unchanged_for(m: &fs::Metadata, settled: Duration) -> bool {
+    let changed = UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, m.ctime_nsec().clamp(0, 999_999_999) as u32);
+    SystemTime::now().duration_since(changed).is_ok_and(|age| age >= settled)
+}
+
+/// Whether the cache file `path` holds what its digest file says: the
+/// remembered `stat` of a passed check still matches, or its BLAKE3 digest
+/// does (then the check is remembered if the file has settled).
+fn verified(path: &Path, digest_path: &Path, settled: Duration) -> bool {
+    let (Ok(meta), Ok(sidecar)) = (fs::symlink_metadata(path), fs::read(digest_path)) else { return false };
+    let Some((digest, remembered)) = sidecar.split_at_checked(32) else { return false };
+    let now = stamp(&meta);
+    if remembered == now.as_slice() {
+        return true;
+    }
+    let Ok(actual) = blake3::Hasher::new().update_mmap(path).map(|h| h.finalize()) else { return false };
+    if actual.as_bytes()[..] != *digest {
+        return false;
+    }
+    if unchanged_for(&meta, settled) {
+        // Best effort: without it the next start hashes again.
+        let _ = write_atomically(digest_path, &[digest, &now].concat());
+    }
+    true
 }
 
 /// Where the digest of the cache file `path` is kept.
@@ -219,6 +277,50 @@ mod tests {
         assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Hit);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Uncached, "a shared directory is not trusted");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A passed check is remembered in the digest file and skips the hash
+    /// while the file is unchanged; any write to the file brings the hash
+    /// back (and a corrupt file is rebuilt as before).
+    #[test]
+    fn a_passed_check_is_remembered_until_the_file_changes() {
+        let dir = std::env::temp_dir().join(format!("secrets-cache-stamp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        // The kernel's change times are coarse: let each step cross a tick.
+        let tick = || std::thread::sleep(Duration::from_millis(30));
+        let load = |settled| load_settled(Some(&dir), Allocation::OnDemand, settled).unwrap().1;
+        assert_eq!(load(Duration::ZERO), CacheOutcome::Compiled);
+        let file = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "cwasm")).unwrap();
+        let digest_path = digest_file(&file);
+        assert_eq!(fs::read(&digest_path).unwrap().len(), 32, "nothing remembered yet");
+        // Not settled: hashed, not remembered.
+        tick();
+        assert_eq!(load(Duration::from_secs(3600)), CacheOutcome::Hit);
+        assert_eq!(fs::read(&digest_path).unwrap().len(), 32);
+        // Settled: remembered.
+        assert_eq!(load(Duration::ZERO), CacheOutcome::Hit);
+        let sidecar = fs::read(&digest_path).unwrap();
+        assert_eq!(sidecar.len(), 32 + 56);
+        // The hash is skipped while the stamp matches: a wrong digest
+        // beside a matching stamp still loads (this is what the stamp
+        // trusts: the file was checked and has not changed since).
+        let mut wrong = sidecar.clone();
+        wrong[0] ^= 0xff;
+        fs::write(&digest_path, &wrong).unwrap();
+        fs::set_permissions(&digest_path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load(Duration::ZERO), CacheOutcome::Hit);
+        fs::write(&digest_path, &sidecar).unwrap();
+        // A write to the file (same size, one byte flipped) changes its
+        // times: hashed again, found corrupt, rebuilt.
+        tick();
+        let mut bytes = fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&file, &bytes).unwrap();
+        assert_eq!(load(Duration::ZERO), CacheOutcome::Compiled);
+        tick();
+        assert_eq!(load(Duration::ZERO), CacheOutcome::Hit);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
