@@ -14,6 +14,7 @@
 //! a compromised component cannot name another tenant's data.
 
 pub mod stored_index;
+pub mod stored_key;
 pub mod layout;
 pub mod limits;
 pub mod model;

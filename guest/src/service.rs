@@ -55,6 +55,7 @@ use crate::limits::Limits;
 use crate::model::{Error, Mount, Secret, SecretMeta, SecretType, SetRequest, Vault};
 use crate::records::{self, FORMAT, IndexEntry, IndexRecord, Inline, InstancesRecord, KeyRecord, VersionRecord};
 use crate::stored_index::{self, IndexView};
+use crate::stored_key;
 use crate::{registry, tls, validate};
 
 /// An index as the vault holds it (absent when the instance has no keys),
@@ -343,9 +344,22 @@ impl<V: Vault> Secrets<V> {
     }
 
     /// The current version with its value: one read when the key record
-    /// carries the value.
+    /// carries the value, which is read in place (see `stored_key`).
     pub fn get(&self, instance_id: &str, key: &str) -> Result<Secret, Error> {
-        let record = self.existing(instance_id, key)?;
+        validate::instance_id(instance_id)?;
+        validate::key(key)?;
+        let stored = self.vault.retrieve(&layout::meta(instance_id, key))?.ok_or(Error::NotFound)?;
+        if let Some(current) = stored_key::current(&stored) {
+            if !current.version.readable() {
+                return Err(Error::NotFound);
+            }
+            let value = match current.value {
+                Some(value) => value.to_vec(),
+                None => self.value(instance_id, key, current.version.version)?,
+            };
+            return Ok(Secret { meta: records::meta(instance_id, key, current.kind, &current.version), value });
+        }
+        let record: KeyRecord = records::decode("key", &stored)?;
         let current = record.current()?;
         if !current.readable() {
             return Err(Error::NotFound);

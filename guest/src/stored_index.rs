@@ -23,14 +23,14 @@ use crate::records::{self, BINARY_TAG, INLINE_CEILING, INLINE_OVERHEAD, IndexEnt
 
 /// A reader of postcard's encoding, just enough to walk index entries: a
 /// serde pass per entry cost more than the rest of a set together.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(crate) struct Cursor<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl<'a> Cursor<'a> {
     #[inline(always)]
-    fn byte(&mut self) -> Option<u8> {
+    pub(crate) fn byte(&mut self) -> Option<u8> {
         let b = *self.bytes.get(self.at)?;
         self.at += 1;
         Some(b)
@@ -39,7 +39,7 @@ impl<'a> Cursor<'a> {
     /// An unsigned varint (LEB128, at most 10 bytes), as postcard writes
     /// lengths and integers.
     #[inline(always)]
-    fn varint(&mut self) -> Option<u64> {
+    pub(crate) fn varint(&mut self) -> Option<u64> {
         let first = self.byte()?;
         if first < 0x80 {
             return Some(u64::from(first));
@@ -62,7 +62,7 @@ impl<'a> Cursor<'a> {
 
     /// Steps over a varint without decoding it.
     #[inline(always)]
-    fn skip_varint(&mut self) -> Option<()> {
+    pub(crate) fn skip_varint(&mut self) -> Option<()> {
         let rest = self.bytes.get(self.at..)?;
         let len = rest.iter().take(10).position(|b| b & 0x80 == 0)?;
         self.at += len + 1;
@@ -70,7 +70,7 @@ impl<'a> Cursor<'a> {
     }
 
     #[inline(always)]
-    fn take(&mut self, n: u64) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: u64) -> Option<&'a [u8]> {
         let end = self.at.checked_add(usize::try_from(n).ok()?)?;
         let taken = self.bytes.get(self.at..end)?;
         self.at = end;
@@ -79,7 +79,7 @@ impl<'a> Cursor<'a> {
 
     /// An `Option` or `bool` tag.
     #[inline(always)]
-    fn flag(&mut self) -> Option<bool> {
+    pub(crate) fn flag(&mut self) -> Option<bool> {
         match self.byte()? {
             0 => Some(false),
             1 => Some(true),

@@ -9,7 +9,7 @@
 
 use proptest::prelude::*;
 use secrets_guest::records::{IndexEntry, IndexRecord, KeyRecord, VersionRecord};
-use secrets_guest::{Error, SecretType, VaultError, records, registry, tls};
+use secrets_guest::{Error, SecretType, VaultError, records, registry, stored_index, stored_key, tls};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -125,6 +125,34 @@ proptest! {
     ) {
         for e in [records::decode::<IndexRecord>("index", &bytes).err(), records::decode::<KeyRecord>("key", &bytes).err()].into_iter().flatten() {
             prop_assert!(matches!(e, Error::Vault(VaultError::Corrupt(_))), "{:?}", e);
+        }
+    }
+
+    /// The in-place readers (`stored_index`, `stored_key`) on mutated
+    /// format-3 records: they decline or read, never panic; what they read
+    /// is what decoding reads.
+    #[test]
+    fn in_place_readers_never_panic_on_mutated_records(
+        bytes in mutated(records::encode(&IndexRecord {
+            format: records::FORMAT,
+            keys: [
+                ("A".to_owned(), IndexEntry { value: Some(records::Inline { version: 3, value: b"va".to_vec() }), ..IndexEntry::new(SecretType::Env, VersionRecord::new(3, 5, 2, None)) }),
+                ("B".to_owned(), IndexEntry::new(SecretType::Tls, VersionRecord::new(1, 5, 2, Some(-9)))),
+            ].into(),
+        })),
+        key in "[A-C]",
+    ) {
+        if let Some(view) = stored_index::IndexView::parse(&bytes) {
+            let decoded: IndexRecord = records::decode("index", &bytes).expect("a view implies a valid index");
+            prop_assert_eq!(view.keys.len(), decoded.keys.len());
+        }
+        let entry = IndexEntry::new(SecretType::Env, VersionRecord::new(1, 1, 1, None));
+        if let Some(up) = stored_index::upsert(&bytes, &key, &entry) {
+            prop_assert!(records::decode::<IndexRecord>("index", &up.bytes).is_ok());
+        }
+        if let Some(current) = stored_key::current(&bytes) {
+            let decoded: KeyRecord = records::decode("key", &bytes).expect("a current version implies a valid record");
+            prop_assert_eq!(&current.version, decoded.current().unwrap());
         }
     }
 }
