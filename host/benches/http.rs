@@ -13,7 +13,10 @@
 //! - read: our `GET …/value` and our KV v2 route `GET /v1/secret/data/…`
 //!   against OpenBao's KV v2 read of the same shape;
 //! - write: our `PUT …/secrets/{key}` and KV v2 `POST /v1/secret/data/…`
-//!   against OpenBao's KV v2 write; each client thread writes its own key.
+//!   against OpenBao's KV v2 write; each client thread writes its own key;
+//! - and, after the table, the floor: our `GET /healthz` (no token, no
+//!   store, no sandbox) against OpenBao's `GET /v1/sys/health`, which is
+//!   what the same client, connection and server stack cost alone.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -175,5 +178,17 @@ fn main() {
                 None => println!("| {name} | {threads} | {a:.0}/s | — | — |"),
             }
         }
+    }
+    let ours_floor = Shape { method: "GET", path: "/healthz", body: None };
+    let bao_floor = Shape { method: "GET", path: "/v1/sys/health", body: None };
+    for threads in [1, 8] {
+        rate(&us, ours_floor, threads, seconds / 10.0);
+        let a = rate(&us, ours_floor, threads, seconds);
+        let b = bao.as_ref().map(|(bao, _)| {
+            rate(bao, bao_floor, threads, seconds / 10.0);
+            rate(bao, bao_floor, threads, seconds)
+        });
+        let theirs = b.map_or("—".to_owned(), |b| format!("{b:.0}/s"));
+        println!("floor at concurrency {threads}: our GET /healthz {a:.0}/s, OpenBao's GET /v1/sys/health {theirs}");
     }
 }
