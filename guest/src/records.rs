@@ -5,8 +5,9 @@
 //! compact binary serde format: varints, no field names) through the
 //! `Wire*` structs below, whose field order is the format, then the
 //! record's **inline values**. Reading one is several times cheaper than
-//! JSON, which matters because `get` reads its key's whole history and
-//! `set` its instance's whole index.
+//! JSON; the hot calls go further and read or change the stored bytes in
+//! place (`stored_key`, `stored_index`), which holds them to exactly this
+//! encoding.
 //!
 //! Inline values save reads: a key record carries the value of its current
 //! version and an index entry the value of its key's current version, so
@@ -15,8 +16,8 @@
 //! version history and for readers of older records). A record carries
 //! them only while it stays within [`INLINE_CEILING`] bytes: entries in
 //! key order, each value that still fits, so a large instance's index
-//! stays as small as it would be without them (the cloud stores hold at
-//! most 64 KiB per entry). A reader uses an inline value only when it is
+//! is as small as it would be without them, plus one byte (the cloud
+//! stores hold at most 64 KiB per entry). A reader uses an inline value only when it is
 //! tagged with the version the record calls current, and reads the value's
 //! own entry otherwise.
 //!

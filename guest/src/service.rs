@@ -37,12 +37,15 @@
 //! Current values are also copied into the key record and the index entry
 //! (as far as they fit, see `records`): `get` reads one record, `inject`
 //! and `mounts` the index, and read a value's own entry only for the
-//! values the records could not carry. The copies are written with the
-//! record that calls the version current, so a reader never pairs a
-//! record with another version's value (each copy is tagged with its
-//! version and used only for it). A delete's mark drops the index's copy,
-//! and `destroy` of a current version drops both copies in the writes
-//! that mark it destroyed; a soft delete keeps them, like the value.
+//! values the records could not carry. Each copy is tagged with its
+//! version and used only while its record calls that version current, so
+//! a reader never pairs a record with another version's value. A delete's
+//! mark drops the index's copy. `destroy` of a current version drops the
+//! key record's copy in the write that marks it destroyed, and every
+//! lifecycle call brings the key's index entry up to its record, dropping a
+//! copy of any version that is not current or is destroyed: an entry that
+//! a cut-short set left a version behind carries no destroyed value past
+//! the next lifecycle call. A soft delete keeps the copies, like the value.
 //!
 //! The tenant's `instances` record lists every instance with keys: a set
 //! adds its instance when the record lacks it (in the same batched read as
@@ -217,7 +220,7 @@ impl<V: Vault> Secrets<V> {
         let mut picked = Vec::new();
         let mut missing = Vec::new();
         for (entry, value) in view.entries_with_values().filter(|(e, _)| e.readable && want(e.kind)) {
-            let key = std::str::from_utf8(entry.key).map_err(|_| Error::corrupt("an index key is not UTF-8"))?;
+            let key = entry.key;
             if value.is_none() {
                 missing.push(layout::value(instance_id, key, entry.version));
             }
@@ -508,31 +511,36 @@ impl<V: Vault> Secrets<V> {
         let versions = self.version_list(versions)?;
         let (record, mut index) = self.record_and_index(instance_id, key)?;
         let mut record = record.ok_or(Error::NotFound)?;
-        let current = record.current()?.version;
         let mut changed = Vec::new();
-        for version in versions {
+        for &version in &versions {
             let v = record.find_mut(version).ok_or(Error::NotFound)?;
             if change(v)? {
                 changed.push(version);
             }
         }
-        if changed.is_empty() {
-            return Ok(changed);
-        }
-        // A destroyed value leaves no copy behind (a soft-deleted one keeps
-        // its inline copy, as it keeps its entry, for `undelete`).
-        if record.current()?.destroyed {
-            record.value = None;
-        }
-        self.vault.store(&layout::meta(instance_id, key), &records::encode(&record))?;
-        if changed.contains(&current)
-            && let Some(entry) = index.keys.get_mut(key)
-        {
-            entry.current = record.current()?.clone();
-            if entry.current.destroyed {
-                entry.value = None;
+        let current = record.current()?.clone();
+        if !changed.is_empty() {
+            // A destroyed value leaves no copy behind (a soft-deleted one
+            // keeps its inline copy, as it keeps its entry, for `undelete`).
+            if current.destroyed {
+                record.value = None;
             }
-            self.vault.store(&layout::index(instance_id), &records::encode(&index))?;
+            self.vault.store(&layout::meta(instance_id, key), &records::encode(&record))?;
+        }
+        // The index entry follows the record, also when this call changed
+        // nothing: a set or a call like this one cut short between its
+        // record and its index write leaves the entry behind, possibly with
+        // a copy of a value destroyed since. It keeps only a copy of the
+        // current version, and none of a destroyed one.
+        if let Some(entry) = index.keys.get_mut(key) {
+            let stale_copy = entry.value.as_ref().is_some_and(|v| v.version != current.version || current.destroyed);
+            if entry.current != current || stale_copy {
+                entry.current = current;
+                if stale_copy {
+                    entry.value = None;
+                }
+                self.vault.store(&layout::index(instance_id), &records::encode(&index))?;
+            }
         }
         Ok(changed)
     }
@@ -568,9 +576,13 @@ impl<V: Vault> Secrets<V> {
 
     /// Removes the values of retained versions for good, after marking
     /// them destroyed.
+    ///
+    /// Every given version is destroyed once the marks are written, so all
+    /// their values are deleted, not only those this call marked: a retry
+    /// finishes a destroy that was cut short after its marks.
     pub fn destroy(&self, instance_id: &str, key: &str, versions: &[u32]) -> Result<(), Error> {
-        let destroyed = self.change_versions(instance_id, key, versions, |v| Ok(!std::mem::replace(&mut v.destroyed, true)))?;
-        for version in destroyed {
+        self.change_versions(instance_id, key, versions, |v| Ok(!std::mem::replace(&mut v.destroyed, true)))?;
+        for version in self.version_list(versions)? {
             self.vault.delete(&layout::value(instance_id, key, version))?;
         }
         Ok(())

@@ -6,17 +6,21 @@
 //! hot calls need far less: `inject` and `mounts` want the current values,
 //! `set` changes one entry. [`IndexView`] walks the stored bytes without
 //! allocating per entry, and [`upsert`] copies them around the one entry
-//! it replaces or inserts. The upsert's output is exactly the bytes that
-//! decoding, inserting and [`records::encode`] give, and a view lists
-//! exactly what decoding would (property tests check both, inline values
-//! and their ceiling included).
+//! it replaces or inserts. A view lists exactly what decoding would, and
+//! the upsert's output decodes to exactly what decoding, inserting and
+//! encoding give; for an index this crate wrote it is the same bytes too
+//! (postcard also reads varints padded with extra `0x80` bytes, which the
+//! upsert copies as they are and encoding would not write). Property and
+//! fuzz tests check both, inline values and their ceiling included.
 //!
-//! Both decline, returning `None`, whenever they cannot be sure of that: a
-//! record in an older format, bytes they cannot parse, or an index with
-//! entries a delete marked (settling those needs the decoded index). The
-//! caller then takes the full path, which also reports corrupt records.
-//! They read and write postcard's encoding themselves (varints,
-//! length-prefixed bytes, `0`/`1` tags): that is what made them cheap.
+//! Both decline, returning `None`, wherever decoding would fail or would
+//! do more: a record in an older format, bytes postcard would refuse (a
+//! key that is not UTF-8, a varint too long for its type, an unknown tag),
+//! or an index with entries a delete marked (settling those needs the
+//! decoded index). The caller then takes the full path, which also reports
+//! corrupt records. They read and write postcard's encoding themselves
+//! (varints with postcard's limits per type, length-prefixed bytes, `0`/`1`
+//! tags): that is what made them cheap.
 
 use crate::model::SecretType;
 use crate::records::{self, BINARY_TAG, INLINE_CEILING, INLINE_OVERHEAD, IndexEntry, WireEntryOut};
@@ -36,42 +40,54 @@ impl<'a> Cursor<'a> {
         Some(b)
     }
 
-    /// An unsigned varint (LEB128, at most 10 bytes), as postcard writes
-    /// lengths and integers.
+    /// An unsigned varint (LEB128) as postcard reads one for an integer
+    /// of `bits` bits: at most `bits / 7 + 1` bytes, the last of them
+    /// holding no more bits than are left (postcard refuses the rest).
     #[inline(always)]
-    pub(crate) fn varint(&mut self) -> Option<u64> {
+    fn varint(&mut self, bits: u32) -> Option<u64> {
         let first = self.byte()?;
         if first < 0x80 {
             return Some(u64::from(first));
         }
-        self.at -= 1;
-        self.long_varint()
-    }
-
-    fn long_varint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..70).step_by(7) {
+        let max_bytes = bits.div_ceil(7);
+        let mut value = u64::from(first & 0x7f);
+        for i in 1..max_bytes {
             let b = self.byte()?;
-            value |= u64::from(b & 0x7f).checked_shl(shift)?;
+            value |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
+                let last_bits = bits - 7 * (max_bytes - 1);
+                if i == max_bytes - 1 && u32::from(b) >= 1 << last_bits {
+                    return None;
+                }
                 return Some(value);
             }
         }
         None
     }
 
-    /// Steps over a varint without decoding it.
+    /// A `u32` (also the zigzag of nothing smaller: versions, sizes,
+    /// positions).
     #[inline(always)]
-    pub(crate) fn skip_varint(&mut self) -> Option<()> {
-        let rest = self.bytes.get(self.at..)?;
-        let len = rest.iter().take(10).position(|b| b & 0x80 == 0)?;
-        self.at += len + 1;
-        Some(())
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        self.varint(32).map(|v| v as u32)
+    }
+
+    /// A `u64`, or an `i64` zigzag-encoded (times).
+    #[inline(always)]
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        self.varint(64)
+    }
+
+    /// A length (`usize`: sequences, strings, bytes), as wide as the
+    /// platform's, as postcard reads it.
+    #[inline(always)]
+    pub(crate) fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.varint(usize::BITS)?).ok()
     }
 
     #[inline(always)]
-    pub(crate) fn take(&mut self, n: u64) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(usize::try_from(n).ok()?)?;
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
         let taken = self.bytes.get(self.at..end)?;
         self.at = end;
         Some(taken)
@@ -99,7 +115,7 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 
 /// One entry of a stored index, borrowed from it.
 pub struct EntryView<'a> {
-    pub key: &'a [u8],
+    pub key: &'a str,
     pub kind: SecretType,
     /// The current version.
     pub version: u32,
@@ -125,23 +141,25 @@ impl<'a> IndexView<'a> {
     pub fn parse(index: &'a [u8]) -> Option<IndexView<'a>> {
         let (&BINARY_TAG, body) = index.split_first()? else { return None };
         let mut cursor = Cursor { bytes: body, at: 0 };
-        let count = u32::try_from(cursor.varint()?).ok()?;
+        let count = u32::try_from(cursor.len()?).ok()?;
         let entries_start = cursor.at;
         let mut keys = Vec::with_capacity((count as usize).min(body.len()));
         for _ in 0..count {
             let start = cursor.at;
-            let len = cursor.varint()?;
-            let key = cursor.take(len)?;
+            let len = cursor.len()?;
+            // Checked as decoding checks it: a key that is not UTF-8 is
+            // corruption, which the full path reports.
+            let key = std::str::from_utf8(cursor.take(len)?).ok()?;
             let kind = records::kind_of(cursor.byte()?).ok()?;
-            let version = u32::try_from(cursor.varint()?).ok()?;
-            cursor.skip_varint()?; // created_at
-            cursor.skip_varint()?; // size
+            let version = cursor.u32()?;
+            cursor.u64()?; // created_at
+            cursor.u32()?; // size
             if cursor.flag()? {
-                cursor.skip_varint()?; // not_after
+                cursor.u64()?; // not_after
             }
             let deleted = cursor.flag()?;
             if deleted {
-                cursor.skip_varint()?; // deleted_at
+                cursor.u64()?; // deleted_at
             }
             let destroyed = cursor.flag()?;
             if cursor.flag()? {
@@ -153,12 +171,12 @@ impl<'a> IndexView<'a> {
             keys.push(EntryView { key, kind, version, readable: !deleted && !destroyed, span: (start, cursor.at) });
         }
         let entries_end = cursor.at;
-        let n = cursor.varint()?;
-        let mut inline: Vec<(u32, u32, &[u8])> = Vec::with_capacity(usize::try_from(n).ok()?.min(keys.len()));
+        let n = cursor.len()?;
+        let mut inline: Vec<(u32, u32, &[u8])> = Vec::with_capacity(n.min(keys.len()));
         for _ in 0..n {
-            let position = u32::try_from(cursor.varint()?).ok()?;
-            let version = u32::try_from(cursor.varint()?).ok()?;
-            let len = cursor.varint()?;
+            let position = cursor.u32()?;
+            let version = cursor.u32()?;
+            let len = cursor.len()?;
             let value = cursor.take(len)?;
             if position >= count || inline.last().is_some_and(|(last, _, _)| *last >= position) {
                 return None;
@@ -202,7 +220,7 @@ pub fn upsert(index: &[u8], key: &str, entry: &IndexEntry) -> Option<Upserted> {
     }
     let view = IndexView::parse(index)?;
     let count = view.keys.len() as u32;
-    let found = view.keys.binary_search_by(|e| e.key.cmp(key.as_bytes()));
+    let found = view.keys.binary_search_by(|e| e.key.cmp(key));
     let (position, exists) = match found {
         Ok(p) => (p as u32, true),
         Err(p) => (p as u32, false),
@@ -322,7 +340,7 @@ mod tests {
             let view = IndexView::parse(&bytes).expect("a format-3 index without marks");
             let seen: Vec<_> = view
                 .entries_with_values()
-                .map(|(e, value)| (String::from_utf8(e.key.to_vec()).unwrap(), e.kind, e.version, e.readable, value.map(<[u8]>::to_vec)))
+                .map(|(e, value)| (e.key.to_owned(), e.kind, e.version, e.readable, value.map(<[u8]>::to_vec)))
                 .collect();
             let expected: Vec<_> = decoded
                 .keys

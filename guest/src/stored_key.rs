@@ -5,10 +5,10 @@
 //! record carries, but decoding the record materializes every retained
 //! version (up to max-versions-per-key of them), so a key with a long
 //! history read slower. [`current`] steps over the older versions in
-//! place. It reads exactly what decoding reads (a property test checks
-//! that) and declines, returning `None`, a record in an older format or one
-//! it cannot parse; the caller then decodes, which also reports corrupt
-//! records.
+//! place, checking each as decoding would. It reads exactly what decoding
+//! reads (property and fuzz tests check that) and declines, returning
+//! `None`, a record in an older format or one postcard would refuse; the
+//! caller then decodes, which also reports corrupt records.
 
 use crate::model::SecretType;
 use crate::records::{self, BINARY_TAG, VersionRecord};
@@ -22,37 +22,26 @@ pub struct Current<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-/// One version (`records::WireVersion`) decoded, or stepped over.
+/// One version (`records::WireVersion`): decoded, or only checked as
+/// decoding checks it.
 fn version(cursor: &mut Cursor, decode: bool) -> Option<Option<VersionRecord>> {
-    if !decode {
-        for _ in 0..3 {
-            cursor.skip_varint()?; // version, created_at, size
-        }
-        for _ in 0..2 {
-            if cursor.flag()? {
-                cursor.skip_varint()?; // not_after, deleted_at
-            }
-        }
-        cursor.flag()?; // destroyed
-        return Some(None);
-    }
-    let version = u32::try_from(cursor.varint()?).ok()?;
-    let created_at = cursor.varint()?;
-    let size = u32::try_from(cursor.varint()?).ok()?;
+    let version = cursor.u32()?;
+    let created_at = cursor.u64()?;
+    let size = cursor.u32()?;
     // Postcard writes signed integers zigzag-encoded.
     let not_after = match cursor.flag()? {
         true => {
-            let z = cursor.varint()?;
+            let z = cursor.u64()?;
             Some((z >> 1) as i64 ^ -((z & 1) as i64))
         }
         false => None,
     };
     let deleted_at = match cursor.flag()? {
-        true => Some(cursor.varint()?),
+        true => Some(cursor.u64()?),
         false => None,
     };
     let destroyed = cursor.flag()?;
-    Some(Some(VersionRecord { version, created_at, size, not_after, deleted_at, destroyed }))
+    Some(decode.then_some(VersionRecord { version, created_at, size, not_after, deleted_at, destroyed }))
 }
 
 /// The current version of the format-3 key record `record`, or `None` when
@@ -61,20 +50,20 @@ pub fn current(record: &[u8]) -> Option<Current<'_>> {
     let (&BINARY_TAG, body) = record.split_first()? else { return None };
     let mut cursor = Cursor { bytes: body, at: 0 };
     let kind = records::kind_of(cursor.byte()?).ok()?;
-    let count = cursor.varint()?;
+    let count = cursor.len()?;
     let mut last = None;
     for i in 0..count {
         last = version(&mut cursor, i + 1 == count)?;
     }
     let current = last?;
-    let value = match cursor.varint()? {
+    let value = match cursor.len()? {
         0 => None,
         1 => {
-            if cursor.varint()? != 0 {
+            if cursor.u32()? != 0 {
                 return None;
             }
-            let version = u32::try_from(cursor.varint()?).ok()?;
-            let len = cursor.varint()?;
+            let version = cursor.u32()?;
+            let len = cursor.len()?;
             let value = cursor.take(len)?;
             (version == current.version).then_some(value)
         }

@@ -144,15 +144,50 @@ proptest! {
     ) {
         if let Some(view) = stored_index::IndexView::parse(&bytes) {
             let decoded: IndexRecord = records::decode("index", &bytes).expect("a view implies a valid index");
-            prop_assert_eq!(view.keys.len(), decoded.keys.len());
+            let seen: Vec<_> = view.entries_with_values().map(|(e, v)| (e.key.to_owned(), e.kind, e.version, e.readable, v.map(<[u8]>::to_vec))).collect();
+            let expected: Vec<_> = decoded
+                .keys
+                .iter()
+                .map(|(k, e)| (k.clone(), e.kind, e.current.version, e.current.readable(), records::Inline::of(&e.value, e.current.version).map(<[u8]>::to_vec)))
+                .collect();
+            prop_assert_eq!(seen, expected);
         }
-        let entry = IndexEntry::new(SecretType::Env, VersionRecord::new(1, 1, 1, None));
+        let entry = IndexEntry {
+            value: Some(records::Inline { version: 1, value: b"new".to_vec() }),
+            ..IndexEntry::new(SecretType::Env, VersionRecord::new(1, 1, 1, None))
+        };
         if let Some(up) = stored_index::upsert(&bytes, &key, &entry) {
-            prop_assert!(records::decode::<IndexRecord>("index", &up.bytes).is_ok());
+            let mut decoded: IndexRecord = records::decode("index", &bytes).expect("an upsert implies a valid index");
+            decoded.keys.insert(key.clone(), entry);
+            prop_assert_eq!(up.bytes, records::encode(&decoded));
         }
         if let Some(current) = stored_key::current(&bytes) {
             let decoded: KeyRecord = records::decode("key", &bytes).expect("a current version implies a valid record");
             prop_assert_eq!(&current.version, decoded.current().unwrap());
+        }
+    }
+
+    /// `stored_key::current` on mutated key records reads what decoding
+    /// reads, or declines.
+    #[test]
+    fn the_in_place_key_reader_agrees_with_decoding_on_mutated_records(
+        bytes in mutated(records::encode(&KeyRecord {
+            format: records::FORMAT,
+            kind: SecretType::File,
+            versions: vec![
+                VersionRecord::new(1, 1_700_000_000_000, 3, Some(-5)),
+                VersionRecord { deleted_at: Some(7), ..VersionRecord::new(2, 1_700_000_000_001, 300, None) },
+                VersionRecord::new(3, 1_700_000_000_002, 2, Some(1 << 40)),
+            ],
+            value: Some(records::Inline { version: 3, value: b"v3".to_vec() }),
+        })),
+    ) {
+        if let Some(current) = stored_key::current(&bytes) {
+            let decoded: KeyRecord = records::decode("key", &bytes).expect("a current version implies a valid record");
+            let version = decoded.current().unwrap();
+            prop_assert_eq!(current.kind, decoded.kind);
+            prop_assert_eq!(&current.version, version);
+            prop_assert_eq!(current.value, records::Inline::of(&decoded.value, version.version));
         }
     }
 }

@@ -328,6 +328,45 @@ fn deleted_and_destroyed_versions_read_as_absent_and_come_back_or_not() {
     assert!(vault.entries.borrow().keys().all(|k| !k.contains(&hex::encode("DB"))));
 }
 
+/// A set cut short after its key record leaves the index one version
+/// behind; destroying the version the index still calls current must not
+/// leave it readable through `inject`, nor a copy of it anywhere. A destroy
+/// cut short after its marks is finished by its retry.
+#[test]
+fn destroy_after_cut_short_writes_leaves_no_copy_and_no_readable_value() {
+    let vault = CountingVault::default();
+    let s = Secrets::new(&vault, Limits::default(), clock);
+    let holds = |needle: &[u8]| -> Vec<String> {
+        vault.entries.borrow().iter().filter(|(_, v)| v.windows(needle.len()).any(|w| w == needle)).map(|(k, _)| k.clone()).collect()
+    };
+    s.set(&req("DB", SecretType::Env, b"old-secret-2")).unwrap();
+    s.set(&req("DB", SecretType::Env, b"old-secret-2")).unwrap();
+    // The third set stores its value and key record, then fails: the index
+    // still says version 2.
+    vault.fail_after_stores.set(Some(2));
+    assert!(s.set(&req("DB", SecretType::Env, b"new-secret-3")).is_err());
+    vault.fail_after_stores.set(None);
+    assert_eq!(s.get("web-1", "DB").unwrap().meta.version, 3);
+    assert_eq!(s.list("web-1").unwrap()[0].version, 2);
+    s.destroy("web-1", "DB", &[1, 2]).unwrap();
+    assert!(holds(b"old-secret-2").is_empty(), "{:?}", holds(b"old-secret-2"));
+    // The index caught up with the record.
+    assert_eq!(s.list("web-1").unwrap()[0].version, 3);
+    assert_eq!(s.inject("web-1").unwrap(), [("DB".to_owned(), "new-secret-3".to_owned())]);
+
+    // A destroy whose marks land but whose value deletes do not: its retry
+    // deletes them.
+    s.set(&req("K", SecretType::Env, b"k-secret-1")).unwrap();
+    s.set(&req("K", SecretType::Env, b"k-secret-2")).unwrap();
+    vault.fail_after_writes.set(Some(1));
+    assert!(s.destroy("web-1", "K", &[1]).is_err());
+    vault.fail_after_writes.set(None);
+    assert_eq!(holds(b"k-secret-1").len(), 1, "the value's own entry is left");
+    s.destroy("web-1", "K", &[1]).unwrap();
+    assert!(holds(b"k-secret-1").is_empty());
+    assert_eq!(s.get("web-1", "K").unwrap().value, b"k-secret-2");
+}
+
 #[test]
 fn instances_lists_those_with_keys() {
     let vault = CountingVault::default();
