@@ -219,12 +219,12 @@ impl<V: Vault> Secrets<V> {
         };
         let mut picked = Vec::new();
         let mut missing = Vec::new();
-        for (entry, value) in view.entries_with_values().filter(|(e, _)| e.readable && want(e.kind)) {
+        for (entry, value) in view.entries_with_values().filter(|(e, _)| e.current.readable() && want(e.kind)) {
             let key = entry.key;
             if value.is_none() {
-                missing.push(layout::value(instance_id, key, entry.version));
+                missing.push(layout::value(instance_id, key, entry.current.version));
             }
-            picked.push((key, entry.kind, entry.version, value));
+            picked.push((key, entry.kind, entry.current.version, value));
         }
         let mut found = if missing.is_empty() { Vec::new() } else { self.vault.retrieve_many(&missing)? }.into_iter();
         picked
@@ -385,7 +385,12 @@ impl<V: Vault> Secrets<V> {
     /// The current version of every key, sorted by key.
     pub fn list(&self, instance_id: &str) -> Result<Vec<SecretMeta>, Error> {
         validate::instance_id(instance_id)?;
-        let index = self.live_index(instance_id)?;
+        let stored = self.vault.retrieve(&layout::index(instance_id))?;
+        if let Some(view) = stored.as_deref().and_then(IndexView::parse) {
+            return Ok(view.keys.iter().map(|e| records::meta(instance_id, e.key, e.kind, &e.current)).collect());
+        }
+        let mut index = decode_index(stored)?;
+        self.settle(instance_id, &mut index)?;
         Ok(index.keys.iter().map(|(k, e)| records::meta(instance_id, k, e.kind, &e.current)).collect())
     }
 

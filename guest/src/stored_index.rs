@@ -3,8 +3,8 @@
 //! Decoding an index builds a map with an allocation or two per entry, in
 //! proportion to the instance's keys (about 170 ns per entry natively,
 //! several times that in the sandbox), and encoding it again as much. The
-//! hot calls need far less: `inject` and `mounts` want the current values,
-//! `set` changes one entry. [`IndexView`] walks the stored bytes without
+//! hot calls need far less: `list` wants each key's current version,
+//! `inject` and `mounts` the current values, `set` changes one entry. [`IndexView`] walks the stored bytes without
 //! allocating per entry, and [`upsert`] copies them around the one entry
 //! it replaces or inserts. A view lists exactly what decoding would, and
 //! the upsert's output decodes to exactly what decoding, inserting and
@@ -23,7 +23,7 @@
 //! tags): that is what made them cheap.
 
 use crate::model::SecretType;
-use crate::records::{self, BINARY_TAG, INLINE_CEILING, INLINE_OVERHEAD, IndexEntry, WireEntryOut};
+use crate::records::{self, BINARY_TAG, INLINE_CEILING, INLINE_OVERHEAD, IndexEntry, VersionRecord, WireEntryOut};
 
 /// A reader of postcard's encoding, just enough to walk index entries: a
 /// serde pass per entry cost more than the rest of a set together.
@@ -113,15 +113,33 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+/// One version (`records::WireVersion`), read as decoding reads it.
+pub(crate) fn version_record(cursor: &mut Cursor) -> Option<VersionRecord> {
+    let version = cursor.u32()?;
+    let created_at = cursor.u64()?;
+    let size = cursor.u32()?;
+    // Postcard writes signed integers zigzag-encoded.
+    let not_after = match cursor.flag()? {
+        true => {
+            let z = cursor.u64()?;
+            Some((z >> 1) as i64 ^ -((z & 1) as i64))
+        }
+        false => None,
+    };
+    let deleted_at = match cursor.flag()? {
+        true => Some(cursor.u64()?),
+        false => None,
+    };
+    let destroyed = cursor.flag()?;
+    Some(VersionRecord { version, created_at, size, not_after, deleted_at, destroyed })
+}
+
 /// One entry of a stored index, borrowed from it.
 pub struct EntryView<'a> {
     pub key: &'a str,
     pub kind: SecretType,
     /// The current version.
-    pub version: u32,
-    /// Whether the current version may be read (neither deleted nor
-    /// destroyed).
-    pub readable: bool,
+    pub current: VersionRecord,
     /// Where the entry's bytes start and end in the body.
     span: (usize, usize),
 }
@@ -151,24 +169,14 @@ impl<'a> IndexView<'a> {
             // corruption, which the full path reports.
             let key = std::str::from_utf8(cursor.take(len)?).ok()?;
             let kind = records::kind_of(cursor.byte()?).ok()?;
-            let version = cursor.u32()?;
-            cursor.u64()?; // created_at
-            cursor.u32()?; // size
-            if cursor.flag()? {
-                cursor.u64()?; // not_after
-            }
-            let deleted = cursor.flag()?;
-            if deleted {
-                cursor.u64()?; // deleted_at
-            }
-            let destroyed = cursor.flag()?;
+            let current = version_record(&mut cursor)?;
             if cursor.flag()? {
                 return None; // marked by a delete
             }
             if keys.last().is_some_and(|last: &EntryView| last.key >= key) {
                 return None; // out of order: the full path reports it
             }
-            keys.push(EntryView { key, kind, version, readable: !deleted && !destroyed, span: (start, cursor.at) });
+            keys.push(EntryView { key, kind, current, span: (start, cursor.at) });
         }
         let entries_end = cursor.at;
         let n = cursor.len()?;
@@ -196,7 +204,7 @@ impl<'a> IndexView<'a> {
             while inline.next_if(|(p, _, _)| (*p as usize) < position).is_some() {}
             let value = inline
                 .next_if(|(p, _, _)| *p as usize == position)
-                .filter(|(_, version, _)| *version == entry.version)
+                .filter(|(_, version, _)| *version == entry.current.version)
                 .map(|(_, _, value)| *value);
             (entry, value)
         })
@@ -340,12 +348,12 @@ mod tests {
             let view = IndexView::parse(&bytes).expect("a format-3 index without marks");
             let seen: Vec<_> = view
                 .entries_with_values()
-                .map(|(e, value)| (e.key.to_owned(), e.kind, e.version, e.readable, value.map(<[u8]>::to_vec)))
+                .map(|(e, value)| (e.key.to_owned(), e.kind, e.current.clone(), value.map(<[u8]>::to_vec)))
                 .collect();
             let expected: Vec<_> = decoded
                 .keys
                 .iter()
-                .map(|(k, e)| (k.clone(), e.kind, e.current.version, e.current.readable(), Inline::of(&e.value, e.current.version).map(<[u8]>::to_vec)))
+                .map(|(k, e)| (k.clone(), e.kind, e.current.clone(), Inline::of(&e.value, e.current.version).map(<[u8]>::to_vec)))
                 .collect();
             prop_assert_eq!(seen, expected);
         }

@@ -12,7 +12,7 @@
 
 use crate::model::SecretType;
 use crate::records::{self, BINARY_TAG, VersionRecord};
-use crate::stored_index::Cursor;
+use crate::stored_index::{Cursor, version_record};
 
 /// A key record's type, current version and, when the record carries it
 /// for that version, the current value.
@@ -20,28 +20,6 @@ pub struct Current<'a> {
     pub kind: SecretType,
     pub version: VersionRecord,
     pub value: Option<&'a [u8]>,
-}
-
-/// One version (`records::WireVersion`): decoded, or only checked as
-/// decoding checks it.
-fn version(cursor: &mut Cursor, decode: bool) -> Option<Option<VersionRecord>> {
-    let version = cursor.u32()?;
-    let created_at = cursor.u64()?;
-    let size = cursor.u32()?;
-    // Postcard writes signed integers zigzag-encoded.
-    let not_after = match cursor.flag()? {
-        true => {
-            let z = cursor.u64()?;
-            Some((z >> 1) as i64 ^ -((z & 1) as i64))
-        }
-        false => None,
-    };
-    let deleted_at = match cursor.flag()? {
-        true => Some(cursor.u64()?),
-        false => None,
-    };
-    let destroyed = cursor.flag()?;
-    Some(decode.then_some(VersionRecord { version, created_at, size, not_after, deleted_at, destroyed }))
 }
 
 /// The current version of the format-3 key record `record`, or `None` when
@@ -53,7 +31,7 @@ pub fn current(record: &[u8]) -> Option<Current<'_>> {
     let count = cursor.len()?;
     let mut last = None;
     for i in 0..count {
-        last = version(&mut cursor, i + 1 == count)?;
+        last = Some(version_record(&mut cursor)?).filter(|_| i + 1 == count);
     }
     let current = last?;
     let value = match cursor.len()? {

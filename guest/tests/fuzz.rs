@@ -144,11 +144,11 @@ proptest! {
     ) {
         if let Some(view) = stored_index::IndexView::parse(&bytes) {
             let decoded: IndexRecord = records::decode("index", &bytes).expect("a view implies a valid index");
-            let seen: Vec<_> = view.entries_with_values().map(|(e, v)| (e.key.to_owned(), e.kind, e.version, e.readable, v.map(<[u8]>::to_vec))).collect();
+            let seen: Vec<_> = view.entries_with_values().map(|(e, v)| (e.key.to_owned(), e.kind, e.current.clone(), v.map(<[u8]>::to_vec))).collect();
             let expected: Vec<_> = decoded
                 .keys
                 .iter()
-                .map(|(k, e)| (k.clone(), e.kind, e.current.version, e.current.readable(), records::Inline::of(&e.value, e.current.version).map(<[u8]>::to_vec)))
+                .map(|(k, e)| (k.clone(), e.kind, e.current.clone(), records::Inline::of(&e.value, e.current.version).map(<[u8]>::to_vec)))
                 .collect();
             prop_assert_eq!(seen, expected);
         }
