@@ -62,7 +62,7 @@ use crate::stored_key;
 use crate::{registry, tls, validate};
 
 /// An index as the vault holds it (absent when the instance has no keys),
-/// for `set` to splice.
+/// for `set` to splice and readers to read in place.
 type StoredIndex = Option<Vec<u8>>;
 
 /// Path of the merged Docker config among the mounts (a key cannot start
@@ -88,10 +88,6 @@ impl<V: Vault> Secrets<V> {
 
     fn key_record(&self, instance_id: &str, key: &str) -> Result<Option<KeyRecord>, Error> {
         decode_record(self.vault.retrieve(&layout::meta(instance_id, key))?)
-    }
-
-    fn index(&self, instance_id: &str) -> Result<IndexRecord, Error> {
-        decode_index(self.vault.retrieve(&layout::index(instance_id))?)
     }
 
     /// The key record and the index, in one batched read.
@@ -193,7 +189,12 @@ impl<V: Vault> Secrets<V> {
     /// The index as readers see it: without the keys whose delete passed
     /// its commit point.
     fn live_index(&self, instance_id: &str) -> Result<IndexRecord, Error> {
-        let mut index = self.index(instance_id)?;
+        self.live_index_of(instance_id, self.vault.retrieve(&layout::index(instance_id))?)
+    }
+
+    /// [`Secrets::live_index`] of the index as stored, already read.
+    fn live_index_of(&self, instance_id: &str, stored: StoredIndex) -> Result<IndexRecord, Error> {
+        let mut index = decode_index(stored)?;
         self.settle(instance_id, &mut index)?;
         Ok(index)
     }
@@ -210,8 +211,7 @@ impl<V: Vault> Secrets<V> {
     ) -> Result<Vec<(String, SecretType, Vec<u8>)>, Error> {
         let stored = self.vault.retrieve(&layout::index(instance_id))?;
         let Some(view) = stored.as_deref().and_then(IndexView::parse) else {
-            let mut index = decode_index(stored)?;
-            self.settle(instance_id, &mut index)?;
+            let index = self.live_index_of(instance_id, stored)?;
             let picked: Vec<(&String, &IndexEntry)> =
                 index.keys.iter().filter(|(_, e)| want(e.kind) && e.current.readable()).collect();
             let values = self.values(instance_id, &picked)?;
@@ -389,8 +389,7 @@ impl<V: Vault> Secrets<V> {
         if let Some(view) = stored.as_deref().and_then(IndexView::parse) {
             return Ok(view.keys.iter().map(|e| records::meta(instance_id, e.key, e.kind, &e.current)).collect());
         }
-        let mut index = decode_index(stored)?;
-        self.settle(instance_id, &mut index)?;
+        let index = self.live_index_of(instance_id, stored)?;
         Ok(index.keys.iter().map(|(k, e)| records::meta(instance_id, k, e.kind, &e.current)).collect())
     }
 
@@ -502,8 +501,8 @@ impl<V: Vault> Secrets<V> {
     /// Applies `change` to each of `versions` of a key (every one must be
     /// retained); writes the key record, and the index entry when the
     /// current version changed. `change` says whether it changed the
-    /// version; an error from it stores nothing. Returns the versions
-    /// changed.
+    /// version; an error from it stores nothing. Returns `versions`,
+    /// checked, sorted and without repeats.
     fn change_versions(
         &self,
         instance_id: &str,
@@ -516,15 +515,13 @@ impl<V: Vault> Secrets<V> {
         let versions = self.version_list(versions)?;
         let (record, mut index) = self.record_and_index(instance_id, key)?;
         let mut record = record.ok_or(Error::NotFound)?;
-        let mut changed = Vec::new();
+        let mut changed = false;
         for &version in &versions {
             let v = record.find_mut(version).ok_or(Error::NotFound)?;
-            if change(v)? {
-                changed.push(version);
-            }
+            changed |= change(v)?;
         }
         let current = record.current()?.clone();
-        if !changed.is_empty() {
+        if changed {
             // A destroyed value leaves no copy behind (a soft-deleted one
             // keeps its inline copy, as it keeps its entry, for `undelete`).
             if current.destroyed {
@@ -547,7 +544,7 @@ impl<V: Vault> Secrets<V> {
                 self.vault.store(&layout::index(instance_id), &records::encode(&index))?;
             }
         }
-        Ok(changed)
+        Ok(versions)
     }
 
     /// Soft-deletes retained versions: their values stay, but read as
@@ -586,8 +583,8 @@ impl<V: Vault> Secrets<V> {
     /// their values are deleted, not only those this call marked: a retry
     /// finishes a destroy that was cut short after its marks.
     pub fn destroy(&self, instance_id: &str, key: &str, versions: &[u32]) -> Result<(), Error> {
-        self.change_versions(instance_id, key, versions, |v| Ok(!std::mem::replace(&mut v.destroyed, true)))?;
-        for version in self.version_list(versions)? {
+        let versions = self.change_versions(instance_id, key, versions, |v| Ok(!std::mem::replace(&mut v.destroyed, true)))?;
+        for version in versions {
             self.vault.delete(&layout::value(instance_id, key, version))?;
         }
         Ok(())
