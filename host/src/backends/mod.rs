@@ -100,6 +100,11 @@ impl VaultError {
     }
 }
 
+/// A [`VaultError::Rejected`]: the request or the configuration is wrong.
+pub(crate) fn rejected(msg: impl Into<String>) -> VaultError {
+    VaultError::Rejected(msg.into())
+}
+
 /// Whether a transaction will write. Read transactions may run concurrently
 /// with each other and with one writer; write transactions on the same lock
 /// scope run one at a time.

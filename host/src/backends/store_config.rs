@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 
-use crate::backends::{Backend, MemoryBackend, VaultError};
+use crate::backends::{Backend, MemoryBackend, VaultError, rejected};
 
 #[cfg(feature = "awssm")]
 use crate::backends::awssm::{AwsSmBackend, AwsSmConfig};
@@ -91,10 +91,6 @@ pub fn default_sqlite_path() -> Result<PathBuf, VaultError> {
 /// The default store URL.
 pub fn default_url() -> Result<String, VaultError> {
     Ok(format!("sqlite:{}", default_sqlite_path()?.display()))
-}
-
-fn rejected(msg: impl Into<String>) -> VaultError {
-    VaultError::Rejected(msg.into())
 }
 
 /// A backend this build was compiled without.

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use crate::backends::VaultError;
+use crate::backends::{VaultError, rejected};
 
 /// Environment variables that hold AWS credentials: what a workload started
 /// by `secrets run` must not inherit.
@@ -71,10 +71,6 @@ pub(crate) struct Provider {
     source: Source,
     what: String,
     cached: Mutex<Option<(AwsKeys, Instant)>>,
-}
-
-fn rejected(msg: impl Into<String>) -> VaultError {
-    VaultError::Rejected(msg.into())
 }
 
 fn env(name: &str) -> Option<String> {

@@ -103,8 +103,8 @@ use zeroize::Zeroizing;
 pub use credentials::{AwsCredentials, AwsKeys, CREDENTIAL_ENVS};
 
 use super::remote::retry::{self, Attempt};
-use super::remote::{LockConfig, RemoteBackend, RemoteStore, Space, random_hex16};
-use crate::backends::{Access, Backend, Transaction, VaultError};
+use super::remote::{LockConfig, RemoteBackend, RemoteStore, Space, endpoint_url, random_hex16};
+use crate::backends::{Access, Backend, Transaction, VaultError, rejected};
 
 /// Where secret names start unless the URL says otherwise.
 pub const DEFAULT_PREFIX: &str = "cp-secrets";
@@ -135,10 +135,6 @@ pub struct AwsSmConfig {
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_timeout: Duration,
     pub(crate) request_timeout: Duration,
-}
-
-fn rejected(msg: impl Into<String>) -> VaultError {
-    VaultError::Rejected(msg.into())
 }
 
 impl AwsSmConfig {
@@ -180,11 +176,7 @@ impl AwsSmConfig {
 
     /// Sends requests to `endpoint` instead of `secretsmanager.REGION.amazonaws.com`.
     pub fn with_endpoint(mut self, endpoint: &str) -> Result<Self, VaultError> {
-        let url = url::Url::parse(endpoint).map_err(|_| rejected(format!("endpoint= {endpoint:?} is not a URL")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
-            return Err(rejected("endpoint= must be an http(s)://HOST[:PORT] URL without credentials"));
-        }
-        self.endpoint = Some(endpoint.trim_end_matches('/').to_owned());
+        self.endpoint = Some(endpoint_url(endpoint)?);
         Ok(self)
     }
 

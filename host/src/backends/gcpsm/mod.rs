@@ -93,8 +93,8 @@ use zeroize::Zeroizing;
 pub use auth::{ACCESS_TOKEN_ENV, CREDENTIALS_ENV, Credentials};
 
 use super::remote::retry::{self, Attempt};
-use super::remote::{LockConfig, RemoteBackend, RemoteStore, Space};
-use crate::backends::{Access, Backend, Transaction, VaultError};
+use super::remote::{LockConfig, RemoteBackend, RemoteStore, Space, endpoint_url};
+use crate::backends::{Access, Backend, Transaction, VaultError, rejected};
 
 /// Where secret ids start unless the URL says otherwise.
 pub const DEFAULT_PREFIX: &str = "cp-secrets";
@@ -123,10 +123,6 @@ pub struct GcpSmConfig {
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_timeout: Duration,
     pub(crate) request_timeout: Duration,
-}
-
-fn rejected(msg: impl Into<String>) -> VaultError {
-    VaultError::Rejected(msg.into())
 }
 
 impl GcpSmConfig {
@@ -163,11 +159,7 @@ impl GcpSmConfig {
     /// Sends requests to `endpoint` (`http(s)://host[:port]`) instead of
     /// Google's: an emulator.
     pub fn with_endpoint(mut self, endpoint: &str) -> Result<Self, VaultError> {
-        let url = url::Url::parse(endpoint).map_err(|_| rejected(format!("endpoint= {endpoint:?} is not a URL")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
-            return Err(rejected("endpoint= must be an http(s)://HOST[:PORT] URL without credentials"));
-        }
-        self.endpoint = Some(endpoint.trim_end_matches('/').to_owned());
+        self.endpoint = Some(endpoint_url(endpoint)?);
         Ok(self)
     }
 

@@ -11,9 +11,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::config::{OpenBaoConfig, rejected};
+use super::config::OpenBaoConfig;
 use super::{MAX_BODY, MAX_IN_FLIGHT};
-use crate::backends::VaultError;
+use crate::backends::{VaultError, rejected};
 
 /// Idle keep-alive connections kept to the server.
 const IDLE_CONNECTIONS: usize = 4 * MAX_IN_FLIGHT;

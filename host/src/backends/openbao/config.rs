@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use zeroize::Zeroize;
 
 use super::{DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_TTL, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOKEN_ENVS};
-use crate::backends::VaultError;
+use crate::backends::{VaultError, rejected};
 
 #[derive(Clone)]
 pub(crate) enum TokenSource {
@@ -63,10 +63,6 @@ impl fmt::Debug for OpenBaoConfig {
             .field("lock_timeout", &self.lock_timeout)
             .finish()
     }
-}
-
-pub(crate) fn rejected(msg: impl Into<String>) -> VaultError {
-    VaultError::Rejected(msg.into())
 }
 
 /// A mount or prefix: `/`-separated segments of letters, digits, `.`, `_`,

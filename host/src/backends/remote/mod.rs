@@ -24,7 +24,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
-use crate::backends::{Access, Backend, Transaction, VaultError};
+use crate::backends::{Access, Backend, Transaction, VaultError, rejected};
 
 /// The largest value a cloud secret holds: 64 KiB (AWS `SecretBinary`, GCP
 /// `payload.data`). The backends refuse larger entries themselves (the
@@ -139,6 +139,17 @@ impl<S: RemoteStore> Backend for RemoteBackend<S> {
         }
         Ok(rotated)
     }
+}
+
+/// The `endpoint=` of a cloud store (an emulator, or a private endpoint):
+/// an `http(s)://HOST[:PORT]` URL without credentials, without its
+/// trailing slashes.
+pub(crate) fn endpoint_url(endpoint: &str) -> Result<String, VaultError> {
+    let url = url::Url::parse(endpoint).map_err(|_| rejected(format!("endpoint= {endpoint:?} is not a URL")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+        return Err(rejected("endpoint= must be an http(s)://HOST[:PORT] URL without credentials"));
+    }
+    Ok(endpoint.trim_end_matches('/').to_owned())
 }
 
 /// The 16 random bytes of an owner id or request token, as hex.
