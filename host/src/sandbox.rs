@@ -466,7 +466,8 @@ impl Sandbox {
     }
 
     /// Runs `f` on a fresh instance in a fresh store holding `state`, and
-    /// interrupts it (a trap) after about `timeout`. Returns the state back
+    /// interrupts it (a trap) once `timeout` has passed, within about two
+    /// epoch ticks after it. Returns the state back
     /// for commit; on a trap it is dropped, which rolls its transaction back.
     pub(crate) fn call<R>(
         &self,
@@ -477,7 +478,10 @@ impl Sandbox {
     ) -> Result<(R, CallState), Error> {
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.store_limits);
-        store.set_epoch_deadline(timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64);
+        // The ticker runs on its own, so the first tick may come at once:
+        // N ticks can take as little as N - 1 tick lengths. One more, and a
+        // call is never interrupted before its timeout.
+        store.set_epoch_deadline(timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1);
         let trap = |e: wasmtime::Error| Error::Trap { call: name, message: format!("{e:#}") };
         let plugin = self.pre.instantiate(&mut store).map_err(trap)?;
         let result = f(plugin.cp_secrets_secrets(), &mut store).map_err(trap)?;
