@@ -480,8 +480,10 @@ impl Sandbox {
         store.limiter(|s| &mut s.store_limits);
         // The ticker runs on its own, so the first tick may come at once:
         // N ticks can take as little as N - 1 tick lengths. One more, and a
-        // call is never interrupted before its timeout.
-        store.set_epoch_deadline(timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1);
+        // call is never interrupted before its timeout. A zero timeout
+        // stays zero ticks: the call is interrupted at its first check.
+        let ticks = timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
+        store.set_epoch_deadline(if ticks == 0 { 0 } else { ticks + 1 });
         let trap = |e: wasmtime::Error| Error::Trap { call: name, message: format!("{e:#}") };
         let plugin = self.pre.instantiate(&mut store).map_err(trap)?;
         let result = f(plugin.cp_secrets_secrets(), &mut store).map_err(trap)?;

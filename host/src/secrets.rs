@@ -124,7 +124,8 @@ impl Secrets {
 
     /// Sets how long one call may run before it is interrupted
     /// (default [`DEFAULT_CALL_TIMEOUT`]); an interrupted call is a
-    /// [`Error::Trap`] and stores nothing.
+    /// [`Error::Trap`] and stores nothing. A zero timeout interrupts every
+    /// call at its first check.
     pub fn with_call_timeout(mut self, timeout: Duration) -> Secrets {
         self.call_timeout = timeout;
         self
