@@ -5,17 +5,29 @@
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretBox};
+use zeroize::Zeroize;
 use serde::{Deserialize, Serialize};
 
 pub use secrets_guest::SecretType;
 
 /// A secret value. Read it with [`SecretValue::expose`].
-pub struct SecretValue(SecretBox<Vec<u8>>);
+pub struct SecretValue(SecretBox<[u8]>);
 
 impl SecretValue {
     /// Wraps `bytes`, which are zeroized when the value is dropped.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        SecretValue(SecretBox::new(Box::new(bytes)))
+    pub fn new(mut bytes: Vec<u8>) -> Self {
+        // One allocation, the bytes' own: a `Vec` boxed again would cost a
+        // second one per value (an `inject` of 100 keys makes 100). A
+        // `Vec` with spare capacity is copied rather than shrunk, because
+        // shrinking may move the bytes and free the old buffer unzeroized.
+        let boxed: Box<[u8]> = if bytes.len() == bytes.capacity() {
+            bytes.into_boxed_slice()
+        } else {
+            let copy = Box::from(bytes.as_slice());
+            bytes.zeroize();
+            copy
+        };
+        SecretValue(SecretBox::new(boxed))
     }
 
     /// The bytes; call it only where the value is meant to go.
@@ -175,4 +187,21 @@ pub struct Mount {
     /// The file's contents; never serialized.
     #[serde(skip)]
     pub contents: SecretValue,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SecretValue;
+
+    #[test]
+    fn a_value_keeps_its_bytes_whatever_the_vec_spared() {
+        let exact = b"s3cr3t".to_vec();
+        let mut roomy = Vec::with_capacity(64);
+        roomy.extend_from_slice(b"s3cr3t");
+        for bytes in [exact, roomy, Vec::new()] {
+            let expected = bytes.clone();
+            let value = SecretValue::new(bytes);
+            assert_eq!((value.expose(), value.len()), (expected.as_slice(), expected.len()));
+        }
+    }
 }
