@@ -29,6 +29,13 @@
 //! another user or writable by group or others is never loaded (it is
 //! compiled again and replaced).
 //!
+//! Each build writes its own file, so when a new one is written the files
+//! of other builds that nothing has rewritten for [`PRUNE_AFTER`] are
+//! removed (an upgrade would otherwise leave ~4 MB behind every time).
+//! Only this cache's own regular files are touched (`component-*` payloads,
+//! digests and temporaries of them, owned by us); a build still in use
+//! whose file was removed compiles once and writes it again.
+//!
 //! Why not wasmtime's own cache (`Config::cache`)? It stores compiled code
 //! of core modules for any engine, in a shared, configurable location, and
 //! trusts its files; this one holds exactly one artifact (our component for
@@ -164,9 +171,41 @@ fn load_settled(
     let written = write_atomically(&path, &payload)
         .and_then(|()| write_atomically(&digest_path, blake3::hash(&payload).as_bytes()));
     match written {
-        Ok(()) => Ok((sandbox, CacheOutcome::Compiled, None)),
+        Ok(()) => {
+            prune(dir, &path, PRUNE_AFTER);
+            Ok((sandbox, CacheOutcome::Compiled, None))
+        }
         Err(e) => Ok((sandbox, CacheOutcome::Uncached, Some(format!("{}: {e}", path.display())))),
     }
+}
+
+/// How long the cache file of another build must have gone unwritten
+/// before writing a new one removes it.
+pub const PRUNE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Removes the cache files in `dir` other than `keep` (and its digest)
+/// that were last written at least `older_than` ago: payloads, digests and
+/// temporaries of this cache, regular files of ours. Returns how many.
+fn prune(dir: &Path, keep: &Path, older_than: Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let kept = [keep.to_path_buf(), digest_file(keep)];
+    let ours = |name: &str| {
+        name.starts_with("component-")
+            && (name.ends_with(".cwasm") || name.ends_with(".cwasm.blake3") || name.contains(".tmp-"))
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if kept.contains(&path) || !entry.file_name().to_str().is_some_and(ours) {
+            continue;
+        }
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let old = meta.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= older_than);
+        if meta.file_type().is_file() && meta.uid() == effective_uid() && old && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// How long a cache file must have stayed unchanged before a passed digest
@@ -277,6 +316,53 @@ mod tests {
         assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Hit);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(load(Some(&dir), Allocation::Pooled).unwrap().1, CacheOutcome::Uncached, "a shared directory is not trusted");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writing a new cache file removes other builds' files unwritten for
+    /// a week, and nothing else: newer ones, other names, our own.
+    #[test]
+    fn a_new_cache_file_prunes_other_builds_old_files() {
+        let dir = std::env::temp_dir().join(format!("secrets-cache-prune-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        let week_ago = SystemTime::now() - PRUNE_AFTER - Duration::from_secs(60);
+        let make = |name: &str, old: bool| {
+            let path = dir.join(name);
+            let f = fs::File::create(&path).unwrap();
+            if old {
+                f.set_modified(week_ago).unwrap();
+            }
+            path
+        };
+        let stale = [
+            make("component-00aa.cwasm", true),
+            make("component-00aa.cwasm.blake3", true),
+            make("component-00aa.tmp-1-ab", true),
+            make("component-00aa.cwasm.tmp-1-ab", true),
+        ];
+        let kept = [
+            make("component-11bb.cwasm", false),
+            make("component-11bb.cwasm.blake3", false),
+            make("notes.txt", true),
+            make("component-22cc.wasm", true),
+        ];
+        fs::DirBuilder::new().create(dir.join("component-33dd.cwasm")).unwrap();
+        assert_eq!(load(Some(&dir), Allocation::OnDemand).unwrap().1, CacheOutcome::Compiled);
+        for path in &stale {
+            assert!(!path.exists(), "{} pruned", path.display());
+        }
+        for path in &kept {
+            assert!(path.exists(), "{} kept", path.display());
+        }
+        assert!(dir.join("component-33dd.cwasm").is_dir(), "a directory is not ours");
+        // Our own file is kept however old it is: writing the cache again
+        // (a miss) prunes around it.
+        let ours = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "cwasm") && p.is_file()).find(|p| !kept.contains(p)).unwrap();
+        fs::File::options().write(true).open(&ours).unwrap().set_modified(week_ago).unwrap();
+        fs::File::options().write(true).open(digest_file(&ours)).unwrap().set_modified(week_ago).unwrap();
+        assert_eq!(prune(&dir, &ours, PRUNE_AFTER), 0);
+        assert!(ours.exists() && digest_file(&ours).exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
