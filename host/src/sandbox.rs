@@ -317,7 +317,7 @@ impl SandboxEngine {
                     .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
                     .table_keep_resident(KEEP_RESIDENT_BYTES)
                     // Where the kernel offers it (Linux 6.7+), reset only
-                    // the pages a call dirtied, not the whole kept prefix.
+                    // the resident pages, not the whole kept prefix.
                     .pagemap_scan(wasmtime::Enabled::Auto);
                 config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
                 Some(MAX_CONCURRENT_INSTANCES)
