@@ -136,27 +136,31 @@ impl<V: Vault> Secrets<V> {
         Ok(())
     }
 
-    /// The current values of index entries: inline where the index carries
-    /// them, the others in one batched read; a missing one is corrupt (the
-    /// index points at it).
-    fn values(&self, instance_id: &str, entries: &[(&String, &IndexEntry)]) -> Result<Vec<Vec<u8>>, Error> {
-        let inline: Vec<Option<&[u8]>> =
-            entries.iter().map(|(_, e)| Inline::of(&e.value, e.current.version)).collect();
-        let keys: Vec<String> = entries
+    /// (key, type, value) of `picked` entries, given as (key, type,
+    /// current version, the copy the index carries): the copies as they
+    /// are, the other values in one batched read; a missing one is corrupt
+    /// (the index points at it).
+    fn with_values(
+        &self,
+        instance_id: &str,
+        picked: Vec<(&str, SecretType, u32, Option<&[u8]>)>,
+    ) -> Result<Vec<(String, SecretType, Vec<u8>)>, Error> {
+        let missing: Vec<String> = picked
             .iter()
-            .zip(&inline)
-            .filter(|(_, inline)| inline.is_none())
-            .map(|((key, e), _)| layout::value(instance_id, key, e.current.version))
+            .filter(|(_, _, _, copy)| copy.is_none())
+            .map(|(key, _, version, _)| layout::value(instance_id, key, *version))
             .collect();
-        let mut found = if keys.is_empty() { Vec::new() } else { self.vault.retrieve_many(&keys)? }.into_iter();
-        entries
-            .iter()
-            .zip(inline)
-            .map(|((key, e), inline)| match inline {
-                Some(value) => Ok(value.to_vec()),
-                None => found.next().flatten().ok_or_else(|| {
-                    Error::corrupt(format!("value of version {} of {key:?} is missing from the vault", e.current.version))
-                }),
+        let mut found = if missing.is_empty() { Vec::new() } else { self.vault.retrieve_many(&missing)? }.into_iter();
+        picked
+            .into_iter()
+            .map(|(key, kind, version, copy)| {
+                let value = match copy {
+                    Some(value) => value.to_vec(),
+                    None => found.next().flatten().ok_or_else(|| {
+                        Error::corrupt(format!("value of version {version} of {key:?} is missing from the vault"))
+                    })?,
+                };
+                Ok((key.to_owned(), kind, value))
             })
             .collect()
     }
@@ -212,33 +216,20 @@ impl<V: Vault> Secrets<V> {
         let stored = self.vault.retrieve(&layout::index(instance_id))?;
         let Some(view) = stored.as_deref().and_then(IndexView::parse) else {
             let index = self.live_index_of(instance_id, stored)?;
-            let picked: Vec<(&String, &IndexEntry)> =
-                index.keys.iter().filter(|(_, e)| want(e.kind) && e.current.readable()).collect();
-            let values = self.values(instance_id, &picked)?;
-            return Ok(picked.into_iter().zip(values).map(|((key, e), value)| (key.clone(), e.kind, value)).collect());
+            let picked = index
+                .keys
+                .iter()
+                .filter(|(_, e)| want(e.kind) && e.current.readable())
+                .map(|(key, e)| (key.as_str(), e.kind, e.current.version, Inline::of(&e.value, e.current.version)))
+                .collect();
+            return self.with_values(instance_id, picked);
         };
-        let mut picked = Vec::new();
-        let mut missing = Vec::new();
-        for (entry, value) in view.entries_with_values().filter(|(e, _)| e.current.readable() && want(e.kind)) {
-            let key = entry.key;
-            if value.is_none() {
-                missing.push(layout::value(instance_id, key, entry.current.version));
-            }
-            picked.push((key, entry.kind, entry.current.version, value));
-        }
-        let mut found = if missing.is_empty() { Vec::new() } else { self.vault.retrieve_many(&missing)? }.into_iter();
-        picked
-            .into_iter()
-            .map(|(key, kind, version, value)| {
-                let value = match value {
-                    Some(value) => value.to_vec(),
-                    None => found.next().flatten().ok_or_else(|| {
-                        Error::corrupt(format!("value of version {version} of {key:?} is missing from the vault"))
-                    })?,
-                };
-                Ok((key.to_owned(), kind, value))
-            })
-            .collect()
+        let picked = view
+            .entries_with_values()
+            .filter(|(e, _)| e.current.readable() && want(e.kind))
+            .map(|(e, copy)| (e.key, e.kind, e.current.version, copy))
+            .collect();
+        self.with_values(instance_id, picked)
     }
 
     /// Deletes the values that deletes cut short after their commit point
