@@ -230,17 +230,33 @@ pub(crate) const INLINE_OVERHEAD: usize = 15;
 /// The record in format 3.
 pub fn encode<T: Record>(record: &T) -> Vec<u8> {
     let out = postcard::to_extend(&record.to_wire(), vec![BINARY_TAG]).expect("records are plain data");
+    let offered = record.inline_values().into_iter().map(|(position, i)| (position, i.version, i.value.as_slice()));
+    let chosen: Vec<WireInlineOut> = fitting_inline(out.len(), offered)
+        .into_iter()
+        .map(|(position, version, value)| WireInlineOut { position, version, value })
+        .collect();
+    postcard::to_extend(&chosen, out).expect("records are plain data")
+}
+
+/// The inline values (position, version, value) a record whose body takes
+/// `body_len` bytes carries: each one offered, in the order offered, that
+/// still fits under [`INLINE_CEILING`]. The one rule for `encode` and for
+/// `stored_index::upsert`, which must write the same bytes.
+pub(crate) fn fitting_inline<'a>(
+    body_len: usize,
+    offered: impl IntoIterator<Item = (u32, u32, &'a [u8])>,
+) -> Vec<(u32, u32, &'a [u8])> {
     // Room for the section's own length (a varint of at most 5 bytes).
-    let mut room = INLINE_CEILING.saturating_sub(out.len() + 5);
+    let mut room = INLINE_CEILING.saturating_sub(body_len + 5);
     let mut chosen = Vec::new();
-    for (position, inline) in record.inline_values() {
-        let size = inline.value.len() + INLINE_OVERHEAD;
+    for (position, version, value) in offered {
+        let size = value.len() + INLINE_OVERHEAD;
         if size <= room {
             room -= size;
-            chosen.push(WireInlineOut { position, version: inline.version, value: &inline.value });
+            chosen.push((position, version, value));
         }
     }
-    postcard::to_extend(&chosen, out).expect("records are plain data")
+    chosen
 }
 
 /// A record in format 3, 2 or 1.

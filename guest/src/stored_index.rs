@@ -23,7 +23,7 @@
 //! tags): that is what made them cheap.
 
 use crate::model::SecretType;
-use crate::records::{self, BINARY_TAG, INLINE_CEILING, INLINE_OVERHEAD, IndexEntry, VersionRecord, WireEntryOut};
+use crate::records::{self, BINARY_TAG, IndexEntry, VersionRecord, WireEntryOut};
 
 /// A reader of postcard's encoding, just enough to walk index entries: a
 /// serde pass per entry cost more than the rest of a set together.
@@ -266,21 +266,13 @@ pub fn upsert(index: &[u8], key: &str, entry: &IndexEntry) -> Option<Upserted> {
 
     // The inline values in position order: the stored ones (shifted past
     // an inserted entry, the replaced entry's dropped), the new one at its
-    // place; then the same first-come room rule as `records::encode`.
+    // place; then the room rule `records::encode` follows.
     let new = entry.value.as_ref().map(|v| (position, v.version, v.value.as_slice()));
     let split = inline.partition_point(|(p, _, _)| *p < position);
     let after = inline[split..].iter().filter(|(p, _, _)| !(exists && *p == position));
     let shift = u32::from(!exists);
     let candidates = inline[..split].iter().copied().chain(new).chain(after.map(|(p, v, value)| (p + shift, *v, *value)));
-    let mut room = INLINE_CEILING.saturating_sub(out.len() + 5);
-    let mut chosen = Vec::new();
-    for (position, version, value) in candidates {
-        let size = value.len() + INLINE_OVERHEAD;
-        if size <= room {
-            room -= size;
-            chosen.push((position, version, value));
-        }
-    }
+    let chosen = records::fitting_inline(out.len(), candidates);
     put_varint(&mut out, chosen.len() as u64);
     for (position, version, value) in chosen {
         put_varint(&mut out, u64::from(position));
