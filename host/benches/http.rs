@@ -157,6 +157,11 @@ fn main() {
         put(bao, Shape { method: "POST", path: leak(format!("/v1/{mount}/data/{prefix}/DATABASE_URL")), body: Some(kv_value) });
     }
 
+    // A short warm-up run, then the measured one.
+    let measured = |target: &Target, shape: Shape, threads: usize| {
+        rate(target, shape, threads, seconds / 10.0);
+        rate(target, shape, threads, seconds)
+    };
     println!("| request | concurrency | secrets serve | OpenBao | ratio |");
     println!("|---|---|---|---|---|");
     let rows: [(&str, Shape, Shape); 4] = [
@@ -167,12 +172,10 @@ fn main() {
     ];
     for (name, mine, theirs) in rows {
         for threads in [1, 8] {
-            rate(&us, mine, threads, seconds / 10.0); // warm
-            let a = rate(&us, mine, threads, seconds);
+            let a = measured(&us, mine, threads);
             match &bao {
                 Some((bao, _)) => {
-                    rate(bao, theirs, threads, seconds / 10.0);
-                    let b = rate(bao, theirs, threads, seconds);
+                    let b = measured(bao, theirs, threads);
                     println!("| {name} | {threads} | {a:.0}/s | {b:.0}/s | {:.2}× |", a / b);
                 }
                 None => println!("| {name} | {threads} | {a:.0}/s | — | — |"),
@@ -182,12 +185,8 @@ fn main() {
     let ours_floor = Shape { method: "GET", path: "/healthz", body: None };
     let bao_floor = Shape { method: "GET", path: "/v1/sys/health", body: None };
     for threads in [1, 8] {
-        rate(&us, ours_floor, threads, seconds / 10.0);
-        let a = rate(&us, ours_floor, threads, seconds);
-        let b = bao.as_ref().map(|(bao, _)| {
-            rate(bao, bao_floor, threads, seconds / 10.0);
-            rate(bao, bao_floor, threads, seconds)
-        });
+        let a = measured(&us, ours_floor, threads);
+        let b = bao.as_ref().map(|(bao, _)| measured(bao, bao_floor, threads));
         let theirs = b.map_or("—".to_owned(), |b| format!("{b:.0}/s"));
         println!("floor at concurrency {threads}: our GET /healthz {a:.0}/s, OpenBao's GET /v1/sys/health {theirs}");
     }
