@@ -43,6 +43,8 @@ pub mod postgres;
 pub(crate) mod remote;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sealed;
+#[cfg(any(feature = "openbao", feature = "awssm", feature = "gcpsm"))]
+pub(crate) mod resolver;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod store_config;

@@ -672,15 +672,16 @@ impl fmt::Debug for AwsSmBackend {
 impl AwsSmBackend {
     /// Resolves the credentials and checks them (one `ListSecrets`).
     pub fn connect(config: AwsSmConfig) -> Result<Self, VaultError> {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(config.request_timeout))
-            .max_redirects(0)
-            .max_idle_connections(32)
-            .max_idle_connections_per_host(32)
-            .user_agent("secrets-awssm-backend")
-            .build()
-            .new_agent();
+        let agent = crate::backends::resolver::agent(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(config.request_timeout))
+                .max_redirects(0)
+                .max_idle_connections(32)
+                .max_idle_connections_per_host(32)
+                .user_agent("secrets-awssm-backend")
+                .build(),
+        );
         let credentials =
             credentials::Provider::resolve(&config.credentials, config.profile.as_deref(), &config.region, config.endpoint.as_deref())?;
         let store = AwsStore { endpoint: config.endpoint(), agent, credentials, requests: AtomicU64::new(0), config: config.clone() };

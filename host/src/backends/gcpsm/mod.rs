@@ -650,15 +650,16 @@ impl GcpSmBackend {
     /// Resolves the credentials and checks them (one list request).
     pub fn connect(config: GcpSmConfig) -> Result<Self, VaultError> {
         let auth = auth::Auth::resolve(&config.credentials, config.endpoint.is_some())?;
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(config.request_timeout))
-            .max_redirects(0)
-            .max_idle_connections(32)
-            .max_idle_connections_per_host(32)
-            .user_agent("secrets-gcpsm-backend")
-            .build()
-            .new_agent();
+        let agent = crate::backends::resolver::agent(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(config.request_timeout))
+                .max_redirects(0)
+                .max_idle_connections(32)
+                .max_idle_connections_per_host(32)
+                .user_agent("secrets-gcpsm-backend")
+                .build(),
+        );
         let root = config.endpoint.clone().unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let store = GcpStore {
             secrets_url: format!("{root}/v1/projects/{}/secrets", config.project),

@@ -162,7 +162,7 @@ impl Client {
             builder = builder.tls_config(tls_with_roots(path)?);
         }
         Ok(Client {
-            agent: builder.build().new_agent(),
+            agent: crate::backends::resolver::agent(builder.build()),
             api: format!("{}/v1/", config.address()),
             address: config.address(),
             token,
