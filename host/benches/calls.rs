@@ -108,24 +108,122 @@ fn throughput(s: &Secrets, scope: &Scope, threads: usize, calls_per_thread: usiz
     (threads * calls_per_thread) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// A bare keep-alive client of the OpenBao test server: the requests our
+/// backend sends, without the sandbox, the backend or its JSON handling.
+struct RawKv {
+    agent: ureq::Agent,
+    /// `http://host:port/v1/MOUNT`.
+    api: String,
+    token: String,
+    /// Where this run's entries live inside the mount.
+    prefix: String,
+}
+
+impl RawKv {
+    fn from_env() -> Option<RawKv> {
+        let url = std::env::var("SECRETS_TEST_OPENBAO_URL").ok()?;
+        let token = std::env::var("SECRETS_TEST_OPENBAO_TOKEN").ok()?;
+        let rest = url.split_once("://")?.1;
+        let (host, mount) = rest.split_once('/')?;
+        let mount = mount.split('?').next()?.trim_end_matches('/');
+        Some(RawKv {
+            agent: ureq::Agent::new_with_defaults(),
+            api: format!("http://{host}/v1/{mount}"),
+            token,
+            prefix: format!("bench-raw-{}", std::process::id()),
+        })
+    }
+
+    fn write(&self, entry: &str, body: serde_json::Value) -> u16 {
+        let url = format!("{}/data/{}/{entry}", self.api, self.prefix);
+        match self.agent.post(&url).header("X-Vault-Token", &self.token).send_json(body) {
+            Ok(r) => r.status().as_u16(),
+            Err(ureq::Error::StatusCode(code)) => code,
+            Err(e) => panic!("raw KV write of {entry}: {e}"),
+        }
+    }
+
+    fn read(&self, entry: &str) {
+        let url = format!("{}/data/{}/{entry}", self.api, self.prefix);
+        self.agent.get(&url).header("X-Vault-Token", &self.token).call().unwrap().into_body().read_to_vec().unwrap();
+    }
+
+    fn keep_one_version(&self, entry: &str) {
+        let url = format!("{}/metadata/{}/{entry}", self.api, self.prefix);
+        self.agent.post(&url).header("X-Vault-Token", &self.token).send_json(serde_json::json!({"max_versions": 1})).unwrap();
+    }
+
+    fn delete_all(&self, entry: &str) {
+        let url = format!("{}/metadata/{}/{entry}", self.api, self.prefix);
+        self.agent.delete(&url).header("X-Vault-Token", &self.token).call().unwrap();
+    }
+}
+
 /// One KV v2 read with a keep-alive client: the floor of any OpenBao call.
 fn raw_openbao_read(samples: usize) -> Option<Duration> {
-    let url = std::env::var("SECRETS_TEST_OPENBAO_URL").ok()?;
-    let token = std::env::var("SECRETS_TEST_OPENBAO_TOKEN").ok()?;
-    let rest = url.split_once("://")?.1;
-    let (host, mount) = rest.split_once('/')?;
-    let mount = mount.split('?').next()?.trim_end_matches('/');
-    let agent = ureq::Agent::new_with_defaults();
-    let path = format!("http://{host}/v1/{mount}/data/bench-raw-{}", std::process::id());
-    agent
-        .post(&path)
-        .header("X-Vault-Token", &token)
-        .send_json(serde_json::json!({"data": {"v": "value"}}))
-        .ok()?;
-    let (median, _) = time(samples, || {
-        agent.get(&path).header("X-Vault-Token", &token).call().unwrap().into_body().read_to_vec().unwrap();
-    });
+    let kv = RawKv::from_env()?;
+    kv.write("read", serde_json::json!({"data": {"v": "value"}}));
+    let (median, _) = time(samples, || kv.read("read"));
     Some(median)
+}
+
+/// The requests a `set` of an existing key waits for, in the order our
+/// backend sends them, from a bare client: create the lock entry
+/// (`cas = 0`), read the key record and the index (together, two
+/// clients), `max_versions` of the new value entry, write the value, the
+/// key record and the index, then delete the lock entry (the next `set` of
+/// the scope waits for that). The floor of a back-to-back `set` on this
+/// server, whatever the client does: the median of the whole sequence,
+/// and the median of each step.
+fn raw_openbao_set(samples: usize) -> Option<(Duration, Vec<(&'static str, Duration)>)> {
+    const STEPS: [&str; 7] = ["lock", "reads", "max_versions", "value", "record", "index", "release"];
+    let kv = RawKv::from_env()?;
+    let second = RawKv::from_env()?;
+    let record = serde_json::json!({"data": {"v": "r".repeat(400)}});
+    let index = serde_json::json!({"data": {"v": "i".repeat(2000)}});
+    // Like our entries: one KV version kept.
+    kv.keep_one_version("record");
+    kv.keep_one_version("index");
+    kv.write("record", record.clone());
+    kv.write("index", index.clone());
+    let version = std::cell::Cell::new(0u32);
+    let steps = RefCell::new(vec![Vec::new(); STEPS.len()]);
+    let (median, _) = time(samples, || {
+        version.set(version.get() + 1);
+        let value = format!("v/{}", version.get());
+        let mut at = Instant::now();
+        let mut step = |i: usize| {
+            steps.borrow_mut()[i].push(at.elapsed());
+            at = Instant::now();
+        };
+        assert_eq!(kv.write("lock", serde_json::json!({"options": {"cas": 0}, "data": {"owner": "bench"}})), 200);
+        step(0);
+        std::thread::scope(|t| {
+            t.spawn(|| second.read("index"));
+            kv.read("record");
+        });
+        step(1);
+        kv.keep_one_version(&value);
+        step(2);
+        kv.write(&value, serde_json::json!({"data": {"v": "dmFsdWU="}}));
+        step(3);
+        kv.write("record", record.clone());
+        step(4);
+        kv.write("index", index.clone());
+        step(5);
+        kv.delete_all("lock");
+        step(6);
+    });
+    let steps = steps
+        .into_inner()
+        .into_iter()
+        .zip(STEPS)
+        .map(|(mut t, name)| {
+            t.sort();
+            (name, t[t.len() / 2])
+        })
+        .collect();
+    Some((median, steps))
 }
 
 /// A transaction of the host's `memory:` store as the guest logic's vault:
@@ -354,6 +452,7 @@ fn main() {
     println!("|---|---|---|---|---|");
     let mut inject_ratio = Vec::new();
     let mut openbao_get = None;
+    let mut openbao_set = None;
     for (name, backend, pg) in &stores {
         let rows = bench_store(name, &sandbox, backend.clone(), pg.as_deref());
         for r in &rows {
@@ -364,6 +463,7 @@ fn main() {
         inject_ratio.push((name.clone(), median("inject (100 env keys)") / median("inject (10 env keys)")));
         if name == "openbao" {
             openbao_get = Some(median("get"));
+            openbao_set = Some(median("set"));
         }
     }
     println!();
@@ -385,5 +485,15 @@ fn main() {
             us(Duration::from_secs_f64(get)),
             us(raw)
         );
+    }
+    if let (Some(set), Some((raw, steps))) = (openbao_set, raw_openbao_set(100)) {
+        println!(
+            "openbao: set / its requests from a bare client = {:.2}× ({} vs {})",
+            set / raw.as_secs_f64(),
+            us(Duration::from_secs_f64(set)),
+            us(raw)
+        );
+        let steps: Vec<String> = steps.iter().map(|(name, d)| format!("{name} {}", us(*d))).collect();
+        println!("openbao: bare set, median of each step: {}", steps.join(", "));
     }
 }
