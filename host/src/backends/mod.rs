@@ -34,6 +34,8 @@ pub mod awssm;
 pub(crate) mod batch;
 #[cfg(feature = "gcpsm")]
 pub mod gcpsm;
+#[cfg(any(feature = "openbao", feature = "awssm", feature = "gcpsm"))]
+pub(crate) mod http_agent;
 pub mod memory;
 #[cfg(feature = "openbao")]
 pub mod openbao;
@@ -43,8 +45,6 @@ pub mod postgres;
 pub(crate) mod remote;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sealed;
-#[cfg(any(feature = "openbao", feature = "awssm", feature = "gcpsm"))]
-pub(crate) mod resolver;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod store_config;

@@ -104,7 +104,7 @@ pub use credentials::{AwsCredentials, AwsKeys, CREDENTIAL_ENVS};
 
 use super::remote::retry::{self, Attempt};
 use super::remote::{LockConfig, RemoteBackend, RemoteStore, Space, endpoint_url, random_hex16};
-use crate::backends::{Access, Backend, Transaction, VaultError, rejected};
+use crate::backends::{Access, Backend, Transaction, VaultError, http_agent, rejected};
 
 /// Where secret names start unless the URL says otherwise.
 pub const DEFAULT_PREFIX: &str = "cp-secrets";
@@ -672,16 +672,7 @@ impl fmt::Debug for AwsSmBackend {
 impl AwsSmBackend {
     /// Resolves the credentials and checks them (one `ListSecrets`).
     pub fn connect(config: AwsSmConfig) -> Result<Self, VaultError> {
-        let agent = crate::backends::resolver::agent(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(config.request_timeout))
-                .max_redirects(0)
-                .max_idle_connections(32)
-                .max_idle_connections_per_host(32)
-                .user_agent("secrets-awssm-backend")
-                .build(),
-        );
+        let agent = http_agent::agent(http_agent::config("secrets-awssm-backend", config.request_timeout).build());
         let credentials =
             credentials::Provider::resolve(&config.credentials, config.profile.as_deref(), &config.region, config.endpoint.as_deref())?;
         let store = AwsStore { endpoint: config.endpoint(), agent, credentials, requests: AtomicU64::new(0), config: config.clone() };

@@ -94,7 +94,7 @@ pub use auth::{ACCESS_TOKEN_ENV, CREDENTIALS_ENV, Credentials};
 
 use super::remote::retry::{self, Attempt};
 use super::remote::{LockConfig, RemoteBackend, RemoteStore, Space, endpoint_url};
-use crate::backends::{Access, Backend, Transaction, VaultError, rejected};
+use crate::backends::{Access, Backend, Transaction, VaultError, http_agent, rejected};
 
 /// Where secret ids start unless the URL says otherwise.
 pub const DEFAULT_PREFIX: &str = "cp-secrets";
@@ -650,16 +650,7 @@ impl GcpSmBackend {
     /// Resolves the credentials and checks them (one list request).
     pub fn connect(config: GcpSmConfig) -> Result<Self, VaultError> {
         let auth = auth::Auth::resolve(&config.credentials, config.endpoint.is_some())?;
-        let agent = crate::backends::resolver::agent(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(config.request_timeout))
-                .max_redirects(0)
-                .max_idle_connections(32)
-                .max_idle_connections_per_host(32)
-                .user_agent("secrets-gcpsm-backend")
-                .build(),
-        );
+        let agent = http_agent::agent(http_agent::config("secrets-gcpsm-backend", config.request_timeout).build());
         let root = config.endpoint.clone().unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let store = GcpStore {
             secrets_url: format!("{root}/v1/projects/{}/secrets", config.project),

@@ -12,11 +12,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::config::OpenBaoConfig;
-use super::{MAX_BODY, MAX_IN_FLIGHT};
-use crate::backends::{VaultError, rejected};
+use super::MAX_BODY;
+use crate::backends::{VaultError, http_agent, rejected};
 
-/// Idle keep-alive connections kept to the server.
-const IDLE_CONNECTIONS: usize = 4 * MAX_IN_FLIGHT;
 
 pub(super) struct Reply {
     pub(super) status: u16,
@@ -147,22 +145,12 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn new(config: &OpenBaoConfig, token: SecretString) -> Result<Self, VaultError> {
-        let mut builder = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(config.request_timeout))
-            .max_redirects(0)
-            // Keep-alive connections for the concurrent reads of a batch
-            // (MAX_IN_FLIGHT per call) and a few calls at once; ureq keeps
-            // 3 per host by default, so a batch of 8 would open 5 new
-            // connections every time.
-            .max_idle_connections(IDLE_CONNECTIONS)
-            .max_idle_connections_per_host(IDLE_CONNECTIONS)
-            .user_agent("secrets-openbao-backend");
+        let mut builder = http_agent::config("secrets-openbao-backend", config.request_timeout);
         if let Some(path) = &config.ca_file {
             builder = builder.tls_config(tls_with_roots(path)?);
         }
         Ok(Client {
-            agent: crate::backends::resolver::agent(builder.build()),
+            agent: http_agent::agent(builder.build()),
             api: format!("{}/v1/", config.address()),
             address: config.address(),
             token,

@@ -210,7 +210,7 @@ use client::{Client, Envelope, MountInfo, ValueData};
 use lock::HeldLock;
 use txn::OpenBaoTxn;
 
-use crate::backends::batch::{MAX_IN_FLIGHT, all, concurrently};
+use crate::backends::batch::{all, concurrently};
 use crate::backends::{Access, Backend, Transaction, VaultError};
 
 /// Where entries live inside the mount unless the URL says `prefix=`.

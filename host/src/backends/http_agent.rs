@@ -1,6 +1,6 @@
-//! Host name resolution for the HTTP backends (OpenBao, AWS, GCP): an IP
-//! literal is answered in place, a name is looked up once per
-//! [`NAME_TTL`].
+//! The ureq agent of every HTTP backend (OpenBao, AWS, GCP): one
+//! configuration ([`config`]), and host name resolution that answers an
+//! IP literal in place and looks a name up once per [`NAME_TTL`].
 //!
 //! ureq looks up the host of every request, before it looks for a pooled
 //! keep-alive connection, and with a timeout in force (ours always is) it
@@ -24,7 +24,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use ureq::config::Config;
+
+use crate::backends::batch::MAX_IN_FLIGHT;
+use ureq::config::{Config, ConfigBuilder};
+use ureq::typestate::AgentScope;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
@@ -33,6 +36,24 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 pub(crate) const NAME_TTL: Duration = Duration::from_secs(10);
 /// Names kept at once; the backends talk to one or two hosts.
 const MAX_NAMES: usize = 16;
+
+/// Idle keep-alive connections kept to a host: a few calls' batches at
+/// once (ureq keeps 3 by default, so a batch of 8 would open 5 new
+/// connections every time).
+const IDLE_CONNECTIONS: usize = 4 * MAX_IN_FLIGHT;
+
+/// What every HTTP backend sets: statuses as answers (each backend maps
+/// them to its errors), `timeout` per request, no redirects (a credential
+/// is never sent elsewhere), [`IDLE_CONNECTIONS`], `user_agent`.
+pub(crate) fn config(user_agent: &str, timeout: Duration) -> ConfigBuilder<AgentScope> {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .max_idle_connections(IDLE_CONNECTIONS)
+        .max_idle_connections_per_host(IDLE_CONNECTIONS)
+        .user_agent(user_agent)
+}
 
 /// A ureq agent with `config` that resolves through [`CachingResolver`].
 pub(crate) fn agent(config: Config) -> ureq::Agent {
@@ -186,22 +207,14 @@ mod tests {
         let counting = Counting::default();
         let r = CachingResolver::new(counting.clone());
         let config = Config::default();
-        assert_eq!(
-            resolve(&r, &config, "http://127.0.0.1:8200/v1/x").unwrap(),
-            ["127.0.0.1:8200".parse().unwrap()]
-        );
-        assert_eq!(
-            resolve(&r, &config, "https://[::1]:8443/v1/x").unwrap(),
-            ["[::1]:8443".parse().unwrap()]
-        );
-        assert_eq!(
-            resolve(&r, &config, "https://192.0.2.7/v1/x").unwrap(),
-            ["192.0.2.7:443".parse().unwrap()]
-        );
-        assert_eq!(
-            resolve(&r, &config, "http://192.0.2.7/v1/x").unwrap(),
-            ["192.0.2.7:80".parse().unwrap()]
-        );
+        for (uri, addr) in [
+            ("http://127.0.0.1:8200/v1/x", "127.0.0.1:8200"),
+            ("https://[::1]:8443/v1/x", "[::1]:8443"),
+            ("https://192.0.2.7/v1/x", "192.0.2.7:443"),
+            ("http://192.0.2.7/v1/x", "192.0.2.7:80"),
+        ] {
+            assert_eq!(resolve(&r, &config, uri).unwrap(), [addr.parse::<SocketAddr>().unwrap()], "{uri}");
+        }
         assert_eq!(counting.0.load(Ordering::SeqCst), 0);
     }
 
